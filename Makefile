@@ -1,0 +1,63 @@
+# Shelf: `make run` to try it, `make test` to check it. Both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= $(HOME)/.local/share/shelf/demo-library
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench dist screenshot soak fuzz system-deps install-desktop install-service clean
+
+# System packages: Tk for the desktop client, Xvfb/xdotool for its tests.
+# Installed with apt-get when missing and we are root; otherwise we say what is missing.
+system-deps:
+	@missing=""; \
+	$(PYTHON) -c "import tkinter" 2>/dev/null || missing="$$missing python3-tk"; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	command -v xdotool >/dev/null || missing="$$missing xdotool"; \
+	command -v desktop-file-validate >/dev/null || missing="$$missing desktop-file-utils"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; } || exit 1; \
+	  else \
+	    echo "note: missing system packages:$$missing (install them with apt-get as root)"; \
+	  fi; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+run: system-deps $(STAMP)
+	$(BIN)/python -m gui.demo --library "$(DEMO)"
+
+test: system-deps $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+soak: $(STAMP)
+	SHELF_SOAK=1 $(BIN)/python -m pytest -q -m slow tests/test_reliability.py
+
+dist: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dist]'
+	$(BIN)/python packaging/build.py --dist dist
+
+screenshot: system-deps $(STAMP)
+	$(BIN)/python -m gui.screenshot docs/screenshot.png
+
+install-desktop:
+	sh packaging/linux/install-desktop.sh
+
+install-service: dist
+	$(SUDO) sh packaging/systemd/install-service.sh dist/shelfd
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""shelf-cli, the terminal client."""

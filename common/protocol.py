@@ -1,0 +1,321 @@
+"""The Shelf wire protocol, version 1: the one place that frames bytes.
+
+Both sides import this module, so client and server can never disagree about a
+line, a name or a byte count. Nothing here knows about threads or processes: a
+``Channel`` belongs to whoever owns its socket (a session process in shelfd, a
+worker thread in the desktop client).
+
+The frame::
+
+    control line   UTF-8 text, tokens separated by one space, ends in LF
+                   (an optional CR before it), at most MAX_LINE bytes
+    file bytes     exactly the count announced in the line before them;
+                   nothing else delimits them
+
+Names travel percent-encoded (see ``encode_name``/``decode_name``); a decoded
+name is checked by ``validate_name`` before anything touches a disk.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+VERSION = 1
+GREETING = "READY shelf/1"
+BUSY = "BUSY"
+DEFAULT_PORT = 8021
+DEFAULT_HOST = "127.0.0.1"
+
+MAX_LINE = 4096           # bytes in one control line, LF included
+MAX_NAME = 255            # bytes in the UTF-8 form of a decoded name
+CHUNK = 1 << 20           # bytes moved per recv_into / write step
+
+# Reply words.
+OK = "OK"
+EMPTY = "EMPTY"
+FAIL = "FAIL"
+EXISTS = "EXISTS"
+
+# FAIL reasons the client library recognises by their first words.
+NO_SUCH_FILE = "no such file"
+LINE_TOO_LONG = "line too long"
+
+_DECIMAL = re.compile(rb"[0-9]{1,19}")
+_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_MUST_ENCODE = frozenset(range(0x00, 0x21)) | {0x25, 0x7F}
+
+
+class ShelfError(Exception):
+    """Base of every error Shelf raises on purpose; str() is fit for a user."""
+
+
+class ProtocolError(ShelfError):
+    """The peer sent something the protocol does not allow."""
+
+
+class LineTooLong(ProtocolError):
+    """A control line ran past MAX_LINE bytes without its LF."""
+
+
+class InvalidName(ProtocolError):
+    """A name that fails the protocol's rules (the reason says which)."""
+
+
+class ConnectionClosed(ShelfError):
+    """The peer closed the connection cleanly, between two messages."""
+
+
+class ConnectionLost(ShelfError):
+    """The connection broke in the middle of a message or timed out."""
+
+
+# -- names -----------------------------------------------------------------
+
+def encode_name(name: str) -> str:
+    """Percent-encode ``name`` for a control line.
+
+    Encodes exactly what a sender must (space, ``%``, bytes below 0x21, 0x7F)
+    and leaves other UTF-8 as it is, so lines stay readable in ``nc``.
+    """
+    out = bytearray()
+    for byte in name.encode("utf-8"):
+        if byte in _MUST_ENCODE:
+            out += b"%%%02X" % byte
+        else:
+            out.append(byte)
+    return out.decode("utf-8")  # only ASCII bytes were replaced: still UTF-8
+
+
+def decode_name(token: bytes | str) -> str:
+    """Decode one name token from a line and validate it; raise InvalidName."""
+    if isinstance(token, str):
+        token = token.encode("utf-8")
+    if b"%" in token:
+        stripped = _PERCENT.sub(b"", token)
+        if b"%" in stripped:
+            raise InvalidName("invalid name: '%' must be followed by two hex digits")
+        token = _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), token)
+    return validate_name(token)
+
+
+def validate_name(raw: bytes | str) -> str:
+    """Return the name as text if it is a valid library name, else raise InvalidName.
+
+    Valid: 1 to 255 bytes of UTF-8, no ``/``, no byte below 0x20, no 0x7F,
+    not starting with ``.`` (hidden names are the server's own).
+    """
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidName("invalid name: not valid UTF-8") from None
+    if not raw:
+        raise InvalidName("invalid name: empty")
+    if len(raw) > MAX_NAME:
+        raise InvalidName("invalid name: longer than %d bytes" % MAX_NAME)
+    if raw.startswith(b"."):
+        raise InvalidName("invalid name: names starting with '.' are hidden")
+    if b"/" in raw:
+        raise InvalidName("invalid name: contains '/'")
+    if any(b < 0x20 or b == 0x7F for b in raw):
+        raise InvalidName("invalid name: contains a control character")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidName("invalid name: not valid UTF-8") from None
+
+
+def is_valid_name(name: str) -> bool:
+    try:
+        validate_name(name)
+    except InvalidName:
+        return False
+    return True
+
+
+def parse_decimal(token: bytes | str, what: str) -> int:
+    """Parse a non-negative decimal of ASCII digits only (no sign, no spaces)."""
+    if isinstance(token, str):
+        token = token.encode("utf-8", "replace")
+    if not _DECIMAL.fullmatch(token):
+        raise ProtocolError("%s is not a decimal" % what)
+    return int(token)
+
+
+# -- framing ---------------------------------------------------------------
+
+class Channel:
+    """One end of a Shelf connection: capped lines and exactly-N-byte payloads.
+
+    Owns a read buffer, so lines and file bytes may arrive in any split;
+    ``recv(n)`` is never assumed to return n bytes. Every blocking call obeys
+    the socket's timeout; a timeout or reset becomes ConnectionLost.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buffer = bytearray()
+        self._chunk = None  # the large receive buffer, made on first payload
+
+    # reading ---------------------------------------------------------------
+
+    def has_buffered_data(self) -> bool:
+        return bool(self._buffer)
+
+    def _fill(self, size: int = 65536) -> int:
+        try:
+            data = self.sock.recv(size)
+        except socket.timeout:
+            raise ConnectionLost("timed out waiting for the peer") from None
+        except OSError as exc:
+            raise ConnectionLost("connection lost: %s" % (exc.strerror or exc)) from None
+        self._buffer += data
+        return len(data)
+
+    def read_line(self) -> bytes:
+        """Return the next line without its LF (and optional CR).
+
+        Raises ConnectionClosed on EOF before any byte of a line,
+        ConnectionLost on EOF inside one, LineTooLong past MAX_LINE.
+        """
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end >= 0:
+                if end + 1 > MAX_LINE:
+                    raise LineTooLong(LINE_TOO_LONG)
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(self._buffer) >= MAX_LINE:
+                raise LineTooLong(LINE_TOO_LONG)
+            start = len(self._buffer)
+            if not self._fill(MAX_LINE):
+                if self._buffer:
+                    raise ConnectionLost("connection closed in the middle of a line")
+                raise ConnectionClosed("connection closed")
+
+    def read_text_line(self) -> str:
+        line = self.read_line()
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("line is not valid UTF-8") from None
+
+    def read_exact_into(self, write, count: int, progress=None, cancel=None) -> None:
+        """Read exactly ``count`` payload bytes, handing each piece to ``write``.
+
+        ``write(memoryview)`` must consume the whole piece. ``progress(done)``
+        and ``cancel()`` are called between chunks. EOF before the end raises
+        ConnectionLost; the caller decides what a partial payload means.
+        """
+        done = 0
+        if self._buffer:
+            take = min(len(self._buffer), count)
+            write(memoryview(self._buffer)[:take])
+            del self._buffer[:take]
+            done = take
+        if done < count:
+            if self._chunk is None:
+                self._chunk = bytearray(CHUNK)
+            view = memoryview(self._chunk)
+            sock = self.sock
+            while done < count:
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+                try:
+                    received = sock.recv_into(view, min(CHUNK, count - done))
+                except socket.timeout:
+                    raise ConnectionLost("timed out in the middle of a transfer") from None
+                except OSError as exc:
+                    raise ConnectionLost("connection lost: %s" % (exc.strerror or exc)) from None
+                if not received:
+                    raise ConnectionLost(
+                        "connection closed after %d of %d bytes" % (done, count))
+                write(view[:received])
+                done += received
+                if progress is not None:
+                    progress(done)
+        elif progress is not None:
+            progress(done)
+
+    def discard(self, count: int) -> None:
+        """Read and drop ``count`` payload bytes (keeps the framing in step)."""
+        self.read_exact_into(lambda view: None, count)
+
+    # writing ---------------------------------------------------------------
+
+    def send_line(self, text: str) -> None:
+        self.send_raw(text.encode("utf-8") + b"\n")
+
+    def send_raw(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ConnectionLost("timed out sending to the peer") from None
+        except OSError as exc:
+            raise ConnectionLost("connection lost: %s" % (exc.strerror or exc)) from None
+
+    def send_file(self, fileobj, offset: int, count: int, progress=None, cancel=None,
+                  step: int = 64 * CHUNK) -> None:
+        """Send ``count`` bytes of ``fileobj`` from ``offset`` with sendfile().
+
+        Zero-copy where the file is a regular file; progress and cancel are
+        checked every ``step`` bytes. A file that ends early raises
+        ConnectionLost-worthy ProtocolError: the frame can no longer be kept.
+        """
+        done = 0
+        while done < count:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            want = min(step, count - done)
+            try:
+                sent = self.sock.sendfile(fileobj, offset + done, want)
+            except socket.timeout:
+                raise ConnectionLost("timed out in the middle of a transfer") from None
+            except OSError as exc:
+                raise ConnectionLost("connection lost: %s" % (exc.strerror or exc)) from None
+            if sent == 0:
+                raise ShortFile("file ended after %d of %d bytes" % (done, count))
+            done += sent
+            if progress is not None:
+                progress(done)
+        if count == 0 and progress is not None:
+            progress(0)
+
+    def send_stream(self, read, count: int, progress=None, cancel=None) -> None:
+        """Send ``count`` bytes produced by ``read(n)`` (pipes, stdin)."""
+        done = 0
+        while done < count:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            data = read(min(CHUNK, count - done))
+            if not data:
+                raise ShortFile("input ended after %d of %d bytes" % (done, count))
+            self.send_raw(data)
+            done += len(data)
+            if progress is not None:
+                progress(done)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Cancelled(ShelfError):
+    """A transfer was cancelled by its owner between two chunks."""
+
+
+class ShortFile(ShelfError):
+    """A local file or stream held fewer bytes than were announced."""
+
+
+def split_reply(line: str) -> tuple[str, str]:
+    """Split a reply line into (word, rest); raise ProtocolError if unknown."""
+    word, _, rest = line.partition(" ")
+    if word not in (OK, EMPTY, FAIL, EXISTS):
+        raise ProtocolError("unexpected reply from server: %r" % line[:80])
+    return word, rest

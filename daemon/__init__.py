@@ -1,0 +1,1 @@
+"""shelfd, the Shelf library daemon (run with ``shelfd`` or ``python -m daemon``)."""

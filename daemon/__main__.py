@@ -1,0 +1,143 @@
+"""Entry point of shelfd: parse, check, listen, maybe detach, serve, stop.
+
+Master process. Every expected failure becomes one line on stderr and a
+non-zero exit; the launcher of ``--daemon`` exits only once the daemon
+reports that it serves (or why it could not).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from dataclasses import fields, replace
+
+from common.protocol import ShelfError
+from daemon import service
+from daemon.library import Library
+from daemon.pidfile import PidFile
+from daemon.server import Server, open_listener
+
+log = logging.getLogger("shelfd")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = service.build_parser().parse_args(argv)
+    try:
+        return run(args, argv)
+    except ShelfError as exc:
+        sys.stderr.write("shelfd: %s\n" % exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(args, argv: list[str]) -> int:
+    settings = service.merge_settings(args)
+    service.configure_logging(settings)
+    library = Library(settings.root, settings.read_only, settings.max_upload)
+    pidfile = PidFile(settings.pidfile) if settings.pidfile else None
+    status_fd = None
+    if args.detached_fds:  # we are the re-executed half of a frozen --daemon
+        listen_fd, status_fd = (int(fd) for fd in args.detached_fds.split(","))
+        listener = socket.socket(fileno=listen_fd)
+        listener.set_inheritable(False)
+        os.umask(0o022)
+    else:
+        if pidfile:
+            pidfile.check()
+        listener = listen(settings)
+        if settings.daemon:
+            if getattr(sys, "frozen", False):
+                service.detach_reexec(argv, listener)
+            status_fd = service.detach_classic()
+    if settings.daemon or args.detached_fds:
+        service.configure_logging(settings, to_stderr=False)
+
+    for name in library.remove_leftovers():
+        log.warning("removed %s, an unfinished upload from an earlier run", name)
+    server = Server(library, settings, listener)
+    state = {"settings": settings}
+
+    def on_ready():
+        try:
+            if pidfile:
+                pidfile.create()
+        except ShelfError as exc:
+            service.report_to_launcher(status_fd, str(exc))
+            raise
+        host, port = listener.getsockname()[:2]
+        log.info("listening on %s:%d", host, port)
+        log.info("serving %s%s (max %d sessions, idle timeout %g s)", settings.root,
+                 " read-only" if settings.read_only else "", settings.max_clients,
+                 settings.idle_timeout)
+        warn_about_exposure(settings)
+        service.sd_notify("READY=1\nSTATUS=listening on %s:%d\nMAINPID=%d"
+                          % (host, port, os.getpid()))
+        service.report_to_launcher(status_fd, "ok")
+
+    def on_reload():
+        service.sd_notify("RELOADING=1")
+        state["settings"] = reload(args, state["settings"], server, library)
+        service.sd_notify("READY=1")
+
+    server.on_ready = on_ready
+    server.on_reload = on_reload
+    server.on_stopping = lambda: service.sd_notify("STOPPING=1")
+    try:
+        server.serve_forever()
+    finally:
+        if pidfile:
+            pidfile.remove()
+    log.info("exit")
+    return 0
+
+
+def listen(settings) -> socket.socket:
+    try:
+        return open_listener(settings.host, settings.port)
+    except socket.gaierror as exc:
+        raise ShelfError("cannot listen on %s: %s" % (settings.host, exc.strerror)) from None
+    except OSError as exc:
+        raise ShelfError("cannot listen on %s:%d: %s"
+                         % (settings.host, settings.port, (exc.strerror or str(exc)).lower())) from None
+
+
+def warn_about_exposure(settings) -> None:
+    if os.geteuid() == 0:
+        log.warning("running as root: a dedicated user is safer (see packaging/systemd)")
+    if settings.host in ("0.0.0.0", "::", "") and not settings.read_only:
+        log.warning("listening on all addresses with uploads open: anyone who can reach "
+                    "this port can write to %s", settings.root)
+
+
+def reload(args, current, server: Server, library: Library):
+    """SIGHUP: reopen the log, re-read the config, apply what can change live."""
+    try:
+        new = service.merge_settings(args)
+    except ShelfError as exc:
+        service.configure_logging(current, to_stderr=not current.daemon)
+        log.error("reload ignored: %s", exc)
+        return current
+    changed = [f.name for f in fields(new) if getattr(new, f.name) != getattr(current, f.name)]
+    live = {name: getattr(new, name) for name in changed if name in service.LIVE_SETTINGS}
+    applied = replace(current, **live)
+    server.settings = applied
+    library.read_only = applied.read_only
+    library.max_upload = applied.max_upload
+    service.configure_logging(applied, to_stderr=not applied.daemon)
+    if live:
+        log.info("reloaded: log reopened; now in effect: %s",
+                 ", ".join("%s = %s" % item for item in sorted(live.items())))
+    else:
+        log.info("reloaded: log reopened; no setting changed")
+    for name in changed:
+        if name not in live:
+            log.warning("reload: %s changed, takes effect after a restart", name)
+    return applied
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The master process: listen, accept, fork a session per client, reap, stop.
+
+Single-threaded. Signal handlers only put the signal number on a queue; the
+wakeup pipe (``signal.set_wakeup_fd``) makes the ``select`` in the main loop
+return, and the loop drains the queue and acts: reap on SIGCHLD, reload on
+SIGHUP, a graceful stop on SIGTERM/SIGINT.
+
+Each accepted client gets ``os.fork()``: the child closes the listener, serves
+the session and can only leave through ``os._exit`` in a ``finally``; the
+parent closes its copy of the client socket at once. At ``max_clients`` live
+sessions a new client is told ``BUSY`` and closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import os
+import queue
+import selectors
+import signal
+import socket
+import time
+
+from common.protocol import BUSY
+from daemon.library import Library
+
+log = logging.getLogger("shelfd")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+class Server:
+    """Owns the listening socket and the table of live session processes."""
+
+    def __init__(self, library: Library, settings, listener: socket.socket):
+        self.library = library
+        self.settings = settings
+        self.listener = listener
+        self.children: dict[int, str] = {}   # pid -> peer
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.stopping = False
+        self.on_reload = None   # set by the service: re-read config, reopen logs
+        self.on_ready = None    # set by the service: PID file, systemd READY=1
+        self.on_stopping = None
+        self.served = 0
+        self.refused = 0
+
+    # -- signals -------------------------------------------------------------
+
+    def _record_signal(self, signum, frame) -> None:
+        self.signals.put_nowait(signum)
+
+    def install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, self._record_signal)
+        # SIGXFSZ is ignored so a file-size limit fails a write, never kills.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while True:
+            try:
+                signum = self.signals.get_nowait()
+            except queue.Empty:
+                return
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if not self.stopping:
+                    log.info("received %s: stopping", signal.Signals(signum).name)
+                    self.stopping = True
+            elif signum == signal.SIGHUP:
+                log.info("received SIGHUP: reloading")
+                if self.on_reload is not None:
+                    self.on_reload()
+            # SIGCHLD needs nothing here: every pass of the loop reaps.
+
+    # -- the loop ------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        self.listener.setblocking(False)
+        self.install_signals()
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ, "accept")
+        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        if self.on_ready is not None:
+            self.on_ready()
+        # Objects made so far never change: keep them out of the collector's
+        # reach so forked children do not copy pages just to scan them.
+        gc.freeze()
+        try:
+            while not self.stopping:
+                for key, _ in selector.select(timeout=1.0):
+                    if key.data == "accept":
+                        self._accept_all()
+                    else:
+                        self._drain_wakeup()
+                self._handle_signals()
+                self.reap()
+        finally:
+            selector.close()
+        self.stop()
+
+    def _accept_all(self) -> None:
+        while not self.stopping:
+            try:
+                conn, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept: %s", exc.strerror)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            peer = format_peer(address)
+            if len(self.children) >= self.settings.max_clients:
+                self._refuse(conn, peer)
+            else:
+                self._fork_session(conn, peer)
+
+    def _refuse(self, conn: socket.socket, peer: str) -> None:
+        self.refused += 1
+        log.warning("%s refused: %d sessions already (max_clients)", peer, len(self.children))
+        try:
+            conn.setblocking(False)
+            conn.send((BUSY + "\n").encode("ascii"))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _fork_session(self, conn: socket.socket, peer: str) -> None:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.error("%s cannot fork a session: %s", peer, exc.strerror)
+            self._refuse(conn, peer)
+            return
+        if pid == 0:
+            status = 1
+            try:
+                self._become_session(conn, peer)
+                status = 0
+            except BaseException:  # noqa: BLE001 - a child must never return into the loop
+                log.exception("%s session crashed", peer)
+            finally:
+                os._exit(status)
+        conn.close()
+        self.children[pid] = peer
+        self.served += 1
+        log.info("%s session started (pid %d, %d live)", peer, pid, len(self.children))
+
+    def _become_session(self, conn: socket.socket, peer: str) -> None:
+        from daemon.session import serve_in_child
+
+        self.listener.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        conn.setblocking(True)
+        serve_in_child(conn, peer, self.library, self.settings.idle_timeout)
+
+    # -- reaping -------------------------------------------------------------
+
+    def reap(self) -> int:
+        """Collect every finished session; return how many. Never blocks."""
+        reaped = 0
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            reaped += 1
+            peer = self.children.pop(pid, "?")
+            if self.library.discard_upload_of(pid):
+                log.warning("%s removed the unfinished upload of session pid %d", peer, pid)
+            if os.WIFSIGNALED(status):
+                signame = signal.Signals(os.WTERMSIG(status)).name
+                log.warning("%s session pid %d was killed by %s", peer, pid, signame)
+            elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
+                log.warning("%s session pid %d exited with status %d",
+                            peer, pid, os.WEXITSTATUS(status))
+        return reaped
+
+    # -- stopping ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Close the listener, SIGTERM sessions, reap until the grace ends, SIGKILL the rest."""
+        self.listener.close()
+        if self.on_stopping is not None:
+            self.on_stopping()
+        self._signal_children(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.grace
+        if self.children:
+            log.info("waiting up to %.0f s for %d sessions to finish",
+                     self.settings.grace, len(self.children))
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            if self.children:
+                self._wait_for_signal(min(0.2, max(0.0, deadline - time.monotonic())))
+        if self.children:
+            log.warning("grace period over: killing %d sessions", len(self.children))
+            self._signal_children(signal.SIGKILL)
+            while self.children:
+                try:
+                    pid, status = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    self.children.clear()
+                    break
+                self.children.pop(pid, None)
+                self.library.discard_upload_of(pid)
+        self.reap()
+        log.info("stopped after %d sessions (%d refused busy)", self.served, self.refused)
+
+    def _signal_children(self, signum: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _wait_for_signal(self, timeout: float) -> None:
+        import select
+
+        readable, _, _ = select.select([self._wake_r], [], [], timeout)
+        if readable:
+            self._drain_wakeup()
+
+
+def format_peer(address) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    return str(address)
+
+
+def open_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
+    """Bind and listen; IPv6 literals get an AF_INET6 socket."""
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                               socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock

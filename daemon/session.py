@@ -1,0 +1,270 @@
+"""One client's session: greeting, then requests until QUIT, EOF, idle or stop.
+
+Runs in its own forked process (see ``daemon.server``), single-threaded. The
+master asks a session to stop with SIGTERM; the handler only records it and
+wakes a pipe, and the session leaves once its current request is done (at
+once when it is waiting for the next one).
+
+Requests are validated against ``VERBS`` (arity, whether the library must be
+writable) before they reach a ``cmd_<verb>`` method, which holds only the logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from common import protocol
+from common.protocol import (EMPTY, EXISTS, FAIL, GREETING, OK, Channel, ConnectionClosed,
+                             ConnectionLost, LineTooLong, ProtocolError, ShelfError,
+                             decode_name, encode_name, parse_decimal)
+from daemon.library import Library, LibraryError, NameTaken
+
+log = logging.getLogger("shelfd.session")
+
+SMALL_FILE = 256 * 1024  # GET sends files up to this size with the reply in one write
+
+
+@dataclass(frozen=True)
+class Verb:
+    min_args: int
+    max_args: int
+    writes: bool
+    usage: str
+
+
+VERBS = {
+    "LIST": Verb(0, 0, False, "LIST"),
+    "GET": Verb(1, 2, False, "GET <name> [<offset>]"),
+    "PUT": Verb(2, 2, True, "PUT <name> <size>"),
+    "STAT": Verb(1, 1, False, "STAT <name>"),
+    "HASH": Verb(1, 1, False, "HASH <name>"),
+    "NOOP": Verb(0, 0, False, "NOOP"),
+    "QUIT": Verb(0, 0, False, "QUIT"),
+}
+
+
+class EndSession(Exception):
+    """Leave the session loop (QUIT, stop requested, broken upload)."""
+
+
+class Session:
+    """Serve one connected client; ``run()`` returns when the session is over."""
+
+    def __init__(self, sock: socket.socket, peer: str, library: Library,
+                 idle_timeout: float, stop_fd: int | None = None):
+        self.sock = sock
+        self.peer = peer
+        self.library = library
+        self.idle_timeout = idle_timeout
+        self.stop_fd = stop_fd
+        self.stopping = False
+        self.channel = Channel(sock)
+        sock.settimeout(idle_timeout)  # a stalled transfer counts as idle
+
+    def request_stop(self) -> None:
+        """Record a stop request. Signal-handler safe: sets a flag, nothing else."""
+        self.stopping = True
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        started = time.monotonic()
+        requests = 0
+        reason = "closed by client"
+        try:
+            self.channel.send_line(GREETING)
+            while not self.stopping:
+                if not self._wait_for_request():
+                    reason = "stopping" if self.stopping else "idle timeout"
+                    break
+                try:
+                    line = self.channel.read_line()
+                except LineTooLong:
+                    self._reply_fail_and_close(protocol.LINE_TOO_LONG)
+                    reason = "line too long"
+                    break
+                requests += 1
+                try:
+                    self.handle(line)
+                except EndSession as end:
+                    reason = str(end)
+                    break
+            else:
+                reason = "stopping"
+        except ConnectionClosed:
+            pass
+        except ConnectionLost as exc:
+            reason = str(exc)
+        log.info("%s session ended after %d requests, %.1f s: %s",
+                 self.peer, requests, time.monotonic() - started, reason)
+
+    def _wait_for_request(self) -> bool:
+        """Block until a request may be read; False on idle timeout or stop."""
+        if self.channel.has_buffered_data():
+            return True
+        watched = [self.sock] if self.stop_fd is None else [self.sock, self.stop_fd]
+        readable, _, _ = select.select(watched, [], [], self.idle_timeout)
+        if not readable or self.stopping:
+            return False
+        return self.sock in readable
+
+    def _reply_fail_and_close(self, reason: str) -> None:
+        """FAIL, then half-close and drain briefly so the reply is not lost to a reset."""
+        try:
+            self.channel.send_line("%s %s" % (FAIL, reason))
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(1.0)
+            for _ in range(64):
+                if not self.sock.recv(65536):
+                    break
+        except OSError:
+            pass
+
+    # -- dispatch ------------------------------------------------------------
+
+    def handle(self, line: bytes) -> None:
+        tokens = line.split(b" ")
+        verb_name = tokens[0].decode("ascii", "replace").upper()
+        verb = VERBS.get(verb_name)
+        started = time.monotonic()
+        if not line:
+            return self.fail("empty request; verbs: %s" % " ".join(VERBS))
+        if verb is None:
+            return self.fail("unknown verb %r; verbs: %s" % (verb_name[:32], " ".join(VERBS)))
+        args = tokens[1:]
+        if any(not arg for arg in args):
+            return self.fail("malformed request: separate tokens with exactly one space")
+        if not verb.min_args <= len(args) <= verb.max_args:
+            return self.fail("wrong number of arguments; usage: %s" % verb.usage)
+        if verb.writes and self.library.read_only:
+            return self.fail("library is read-only")
+        handler = getattr(self, "cmd_" + verb_name.lower())
+        try:
+            detail = handler(*args)
+        except LibraryError as exc:
+            self.fail(str(exc))
+            detail = "FAIL %s" % exc
+        except ProtocolError as exc:  # bad name or number in the arguments
+            self.fail(str(exc))
+            detail = "FAIL %s" % exc
+        if verb_name != "QUIT":
+            log.info("%s %s %s (%.3f s)", self.peer, verb_name, detail or "",
+                     time.monotonic() - started)
+
+    def reply(self, text: str) -> None:
+        self.channel.send_line(text)
+
+    def fail(self, reason: str) -> None:
+        self.channel.send_line("%s %s" % (FAIL, reason))
+
+    # -- verbs ---------------------------------------------------------------
+
+    def cmd_list(self) -> str:
+        entries = self.library.listing()
+        if not entries:
+            self.reply(EMPTY)
+            return "empty"
+        lines = ["%s %d" % (OK, len(entries))]
+        lines.extend("%s %d %d" % (encode_name(e.name), e.size, e.mtime) for e in entries)
+        self.channel.send_raw(("\n".join(lines) + "\n").encode("utf-8"))
+        return "%d files" % len(entries)
+
+    def cmd_get(self, name_token: bytes, offset_token: bytes = b"0") -> str:
+        name = decode_name(name_token)
+        offset = parse_decimal(offset_token, "offset")
+        handle, st = self.library.open_for_read(name)
+        with handle:
+            if offset > st.st_size:
+                raise LibraryError("offset past the end (the file has %d bytes)" % st.st_size)
+            length = st.st_size - offset
+            header = ("%s %d\n" % (OK, length)).encode("ascii")
+            if length <= SMALL_FILE:
+                handle.seek(offset)
+                data = handle.read(length)
+                if len(data) != length:
+                    raise EndSession("file changed while being read")
+                self.channel.send_raw(header + data)
+            else:
+                self.channel.send_raw(header)
+                try:
+                    self.channel.send_file(handle, offset, length)
+                except protocol.ShortFile:
+                    raise EndSession("file changed while being sent") from None
+        return "%s %d bytes from %d" % (name, length, offset)
+
+    def cmd_put(self, name_token: bytes, size_token: bytes) -> str:
+        name = decode_name(name_token)
+        size = parse_decimal(size_token, "size")
+        try:
+            self.library.check_upload(name, size)
+        except NameTaken:
+            self.reply(EXISTS)
+            return "%s exists" % name
+        upload = self.library.begin_upload()
+        try:
+            self.reply(OK)
+            self.channel.read_exact_into(upload.write, size)
+        except (ConnectionLost, ConnectionClosed) as exc:
+            upload.abort()
+            raise EndSession("upload of %s broken after %d of %d bytes: %s"
+                             % (name, upload.written, size, exc)) from None
+        except BaseException:
+            upload.abort()
+            raise
+        try:
+            upload.commit(name)
+        except NameTaken:
+            self.reply(EXISTS)
+            return "%s lost the race" % name
+        self.reply("%s %d" % (OK, size))
+        return "%s stored %d bytes" % (name, size)
+
+    def cmd_stat(self, name_token: bytes) -> str:
+        entry = self.library.stat(decode_name(name_token))
+        self.reply("%s %d %d" % (OK, entry.size, entry.mtime))
+        return entry.name
+
+    def cmd_hash(self, name_token: bytes) -> str:
+        name = decode_name(name_token)
+        self.reply("%s sha256 %s" % (OK, self.library.sha256(name)))
+        return name
+
+    def cmd_noop(self) -> None:
+        self.reply(OK)
+
+    def cmd_quit(self) -> None:
+        raise EndSession("quit")
+
+
+def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeout: float) -> None:
+    """The body of a forked session process (the caller leaves via os._exit).
+
+    Installs the session's own signal handling: SIGTERM/SIGINT ask it to
+    finish the current request and leave (the master forwards a stop; a
+    terminal's Ctrl+C reaches the whole process group), SIGHUP is the
+    master's business, SIGXFSZ must not kill us mid-upload (EFBIG instead).
+    """
+    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    session = Session(sock, peer, library, idle_timeout, stop_fd=stop_r)
+
+    def on_stop(signum, frame):
+        session.request_stop()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.set_wakeup_fd(stop_w, warn_on_full_buffer=False)
+    try:
+        session.run()
+    except ShelfError as exc:
+        log.warning("%s session failed: %s", peer, exc)
+    finally:
+        sock.close()

@@ -1,0 +1,1 @@
+"""shelf, the desktop client."""
