@@ -109,8 +109,16 @@ class Server:
             selector.close()
         self.stop()
 
-    def _accept_all(self) -> None:
-        while not self.stopping:
+    def _accept_all(self, batch: int = 32) -> None:
+        """Accept what is waiting (a bounded batch, so signals are never starved).
+
+        Reaping before each accept keeps the session count exact, so a client
+        is never refused for a session that has already ended.
+        """
+        for _ in range(batch):
+            if self.stopping:
+                return
+            self.reap()
             try:
                 conn, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):

@@ -1,0 +1,126 @@
+"""The client library against the real shelfd."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+
+import pytest
+
+from common.client import (Cancelled, CannotConnect, Client, ConnectionLost, Exists, NotFound,
+                           RemoteError, ServerBusy)
+from common.protocol import InvalidName
+from helpers import wait_for
+
+
+def connect(daemon, **kwargs) -> Client:
+    return Client("127.0.0.1", daemon.port, timeout=10, **kwargs)
+
+
+def test_list_stat_hash_get_put(shelfd, library, tmp_path):
+    data = os.urandom(1_500_000)
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    with connect(shelfd) as client:
+        assert client.list() == []
+        with open(source, "rb") as handle:
+            seen = []
+            assert client.put("my file ✓.bin", handle, len(data), progress=seen.append) == len(data)
+        assert seen[-1] == len(data)
+        (entry,) = client.list()
+        assert (entry.name, entry.size) == ("my file ✓.bin", len(data))
+        assert client.stat("my file ✓.bin").size == len(data)
+        assert client.hash("my file ✓.bin") == hashlib.sha256(data).hexdigest()
+        sink = io.BytesIO()
+        assert client.get("my file ✓.bin", sink) == len(data)
+        assert sink.getvalue() == data
+        tail = io.BytesIO()
+        client.get("my file ✓.bin", tail, offset=1_000_000)
+        assert tail.getvalue() == data[1_000_000:]
+        client.noop()
+    assert (library / "my file ✓.bin").read_bytes() == data
+
+
+def test_put_from_a_stream(shelfd, library):
+    with connect(shelfd) as client:
+        client.put("stream.txt", io.BytesIO(b"streamed bytes"), 14)
+    assert (library / "stream.txt").read_bytes() == b"streamed bytes"
+
+
+def test_typed_errors(shelfd, library):
+    (library / "here.txt").write_text("x")
+    with connect(shelfd) as client:
+        with pytest.raises(Exists):
+            client.put("here.txt", io.BytesIO(b"y"), 1)
+        with pytest.raises(NotFound):
+            client.get("missing.txt", io.BytesIO())
+        with pytest.raises(NotFound):
+            client.stat("missing.txt")
+        with pytest.raises(RemoteError, match="offset past the end"):
+            client.get("here.txt", io.BytesIO(), offset=5)
+        with pytest.raises(InvalidName):
+            client.stat("../etc/passwd")
+        client.noop()  # the session survived all of that
+
+
+def test_server_busy(daemon_factory, library):
+    daemon = daemon_factory(library, "--max-clients", "1")
+    with connect(daemon):
+        with pytest.raises(ServerBusy, match="busy"):
+            connect(daemon)
+
+
+def test_cannot_connect():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(CannotConnect, match="cannot connect"):
+        Client("127.0.0.1", port, timeout=5)
+
+
+def test_a_silent_server_times_out():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        with pytest.raises(ConnectionLost, match="timed out"):
+            Client("127.0.0.1", server.getsockname()[1], timeout=0.5)
+
+
+def test_cancelled_download_raises_and_closes(shelfd, library):
+    (library / "big.bin").write_bytes(os.urandom(8 << 20))
+    client = connect(shelfd)
+    calls = []
+    with pytest.raises(Cancelled):
+        client.get("big.bin", io.BytesIO(), progress=calls.append, cancel=lambda: len(calls) >= 1)
+    assert client.closed
+    client.close()
+
+
+def test_cancelled_upload_leaves_nothing(shelfd, library, tmp_path):
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(200 << 20))
+    client = connect(shelfd)
+    calls = []
+    with open(source, "rb") as handle, pytest.raises(Cancelled):
+        client.put("big.bin", handle, 200 << 20, progress=calls.append,
+                   cancel=lambda: len(calls) >= 1)
+    client.close()
+    wait_for(lambda: os.listdir(library) == [], what="the cut upload to vanish")
+
+
+def test_connection_lost_when_the_server_dies(daemon_factory, library):
+    import signal
+    (library / "big.bin").write_bytes(os.urandom(64 << 20))
+    daemon = daemon_factory(library)
+    client = connect(daemon)
+
+    def kill_everything(done):
+        if done >= (1 << 20):
+            for pid in daemon.children():
+                os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(ConnectionLost):
+        client.get("big.bin", open(os.devnull, "wb"), progress=kill_everything)
+    client.close()
