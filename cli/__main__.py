@@ -1,4 +1,179 @@
+"""shelf-cli: the terminal client (one-shot subcommands and the ``shell`` prompt).
+
+Single-threaded. Every failure is one line on stderr and a distinct exit
+code (see EXIT_CODES); a traceback never reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
 import sys
 
-def main():
-    sys.exit("not built yet")
+from common import __version__
+from common.client import (CannotConnect, Client, ConnectionLost, Exists, NotFound, ServerBusy,
+                           ShelfError)
+from common.humanize import human_size
+from common.protocol import DEFAULT_HOST, DEFAULT_PORT, InvalidName
+
+EXIT_OK = 0
+EXIT_EXISTS = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CANNOT_CONNECT = 4
+EXIT_BUSY = 5
+EXIT_TRANSFER_FAILED = 6
+EXIT_INTERRUPTED = 130
+
+EXIT_HELP = """exit codes:
+  0    success
+  1    already exists (in the library, or the local destination without --force)
+  2    usage error (bad option, invalid name)
+  3    no such file (in the library or locally)
+  4    cannot connect
+  5    server busy (too many sessions)
+  6    transfer failed (connection lost, refused by the server, checksum mismatch)
+  130  interrupted (Ctrl+C); no partial file is left at the destination
+
+environment: SHELF_HOST, SHELF_PORT give the defaults for --host and --port."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shelf-cli", description="Talk to a Shelf library from the terminal.",
+        epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default=os.environ.get("SHELF_HOST", DEFAULT_HOST),
+                        help="server address (default $SHELF_HOST or %s)" % DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=None,
+                        help="server port (default $SHELF_PORT or %d)" % DEFAULT_PORT)
+    parser.add_argument("--timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no chatter")
+    parser.add_argument("--version", action="version", version="shelf-cli %s" % __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ls = sub.add_parser("ls", help="list the library")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    get = sub.add_parser("get", help="download files",
+                         description="Download NAME to DEST (a file or a folder; default: "
+                                     "the current folder). With several names the last "
+                                     "argument must be a folder.")
+    get.add_argument("names", nargs="+", metavar="NAME [DEST]")
+    get.add_argument("-f", "--force", action="store_true", help="replace an existing file")
+    get.add_argument("-c", "--continue", dest="resume", action="store_true",
+                     help="resume a download that was cut")
+    get.add_argument("--verify", action="store_true", help="check the SHA-256 before saving")
+
+    put = sub.add_parser("put", help="upload files", description="Upload FILEs (- is stdin).")
+    put.add_argument("files", nargs="+", metavar="FILE")
+    put.add_argument("--as", dest="name", metavar="NAME", help="the name in the library")
+    put.add_argument("--size", type=int, help="byte count, with - (stdin)")
+
+    stat = sub.add_parser("stat", help="size and date of a file")
+    stat.add_argument("name")
+    hash_ = sub.add_parser("hash", help="SHA-256 of a file (sha256sum format)")
+    hash_.add_argument("name")
+    sub.add_parser("shell", help="an interactive prompt (one session)")
+    return parser
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, Exists):
+        return EXIT_EXISTS
+    from cli.commands import DestinationExists, LocalError
+    if isinstance(exc, DestinationExists):
+        return EXIT_EXISTS
+    if isinstance(exc, (NotFound,)):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, LocalError):
+        return EXIT_NOT_FOUND if "no such" in str(exc) else EXIT_USAGE
+    if isinstance(exc, CannotConnect):
+        return EXIT_CANNOT_CONNECT
+    if isinstance(exc, ServerBusy):
+        return EXIT_BUSY
+    if isinstance(exc, InvalidName):
+        return EXIT_USAGE
+    return EXIT_TRANSFER_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.port is None:
+        try:
+            args.port = int(os.environ.get("SHELF_PORT", DEFAULT_PORT))
+        except ValueError:
+            parser.error("SHELF_PORT is not a number")
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nshelf-cli: interrupted\n")
+        return EXIT_INTERRUPTED
+    except ShelfError as exc:
+        sys.stderr.write("shelf-cli: %s\n" % exc)
+        return exit_code_for(exc)
+    except OSError as exc:
+        sys.stderr.write("shelf-cli: %s\n" % (exc.strerror or exc))
+        return EXIT_TRANSFER_FAILED
+
+
+def run(args) -> int:
+    from cli import commands
+
+    show_progress = not args.quiet and sys.stderr.isatty()
+    if args.command == "shell":
+        from cli.shell import run_shell
+        return run_shell(args.host, args.port, args.timeout)
+    if args.command == "put" and args.name and len(args.files) > 1:
+        raise commands.LocalError("--as NAME works with one file only")
+    if args.command == "get":
+        names, dest = (args.names, None) if len(args.names) == 1 else (args.names[:-1],
+                                                                        args.names[-1])
+        pairs = commands.resolve_destinations(names, dest)
+
+    with Client(args.host, args.port, timeout=args.timeout) as client:
+        if args.command == "ls":
+            commands.cmd_ls(client, args.json)
+        elif args.command == "stat":
+            commands.cmd_stat(client, args.name)
+        elif args.command == "hash":
+            commands.cmd_hash(client, args.name)
+        elif args.command == "get":
+            return run_batch(pairs, lambda pair: commands.cmd_get(
+                client, pair[0], pair[1], force=args.force, resume=args.resume,
+                verify=args.verify, show_progress=show_progress), args.quiet,
+                lambda pair: "saved %s" % pair[1])
+        elif args.command == "put":
+            return run_batch(args.files, lambda path: commands.cmd_put(
+                client, path, args.name, args.size, show_progress), args.quiet,
+                lambda path: "stored %s" % path)
+    return EXIT_OK
+
+
+def run_batch(items, action, quiet: bool, describe) -> int:
+    """Run ``action`` on each item in one session; go on after an item's error.
+
+    A lost connection ends the batch (nothing after it could work); the exit
+    code is that of the first failure.
+    """
+    first_failure = EXIT_OK
+    for item in items:
+        try:
+            size = action(item)
+        except ConnectionLost as exc:
+            sys.stderr.write("shelf-cli: %s\n" % exc)
+            return first_failure or exit_code_for(exc)
+        except ShelfError as exc:
+            sys.stderr.write("shelf-cli: %s\n" % exc)
+            first_failure = first_failure or exit_code_for(exc)
+            continue
+        if not quiet and len(items) > 1:
+            sys.stderr.write("%s (%s)\n" % (describe(item), human_size(size)))
+    return first_failure
+
+
+if __name__ == "__main__":
+    sys.exit(main())

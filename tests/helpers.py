@@ -45,7 +45,7 @@ class Daemon:
                  port: int = 0):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path or self.root.parent / ("shelfd-%s.log" % self.root.name)
+        self.log_path = log_path or self._fresh_log_path()
         self.args = list(args)
         self.stderr_path = self.log_path.with_suffix(".stderr")
         self._stderr = open(self.stderr_path, "wb")
@@ -55,6 +55,16 @@ class Daemon:
                                      stderr=self._stderr, env=env or python_env(), cwd=str(ROOT))
         self.port = self.wait_listening()
         self.pid = self.proc.pid
+
+    def _fresh_log_path(self) -> Path:
+        """A log of our own, so a restarted daemon is not read from its predecessor's log."""
+        number = 1
+        while True:
+            suffix = "" if number == 1 else "-%d" % number
+            path = self.root.parent / ("shelfd-%s%s.log" % (self.root.name, suffix))
+            if not path.exists():
+                return path
+            number += 1
 
     def log(self) -> str:
         try:
