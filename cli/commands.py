@@ -8,33 +8,16 @@ caller turns errors into one line on stderr and an exit code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 import sys
 from contextlib import contextmanager
 
-from common.client import Client, ConnectionLost, Exists, ShelfError
+from common.client import Client, Exists
+from common.files import (DestinationExists, LocalError, Partial, VerifyFailed,  # noqa: F401
+                          download_atomically, part_path)
 from common.humanize import display_width, human_size, local_time, pad
-
-PART_SUFFIX = ".shelf-part"
-
-
-class LocalError(ShelfError):
-    """A problem on this machine's side (a file that is there or is not)."""
-
-
-class DestinationExists(LocalError):
-    pass
-
-
-class VerifyFailed(ShelfError):
-    pass
-
-
-class Partial(ConnectionLost):
-    """A download was cut; the bytes so far are kept for --continue."""
 
 
 # -- progress ----------------------------------------------------------------
@@ -52,7 +35,7 @@ def progress_bar(name: str, total: int, enabled: bool, initial: int = 0):
                desc=name if len(name) <= 30 else name[:27] + "...", file=sys.stderr,
                ncols=columns, nrows=rows, leave=False, miniters=1,
                bar_format="{desc}  [{bar:20}] {percentage:3.0f}%  {rate_fmt}  ETA {remaining}")
-    last = [0]
+    last = [initial]
 
     def update(done):
         bar.update(done - last[0])
@@ -121,81 +104,25 @@ def resolve_destinations(names: list[str], dest: str | None) -> list[tuple[str, 
     return [(names[0], os.path.abspath(dest))]
 
 
-def part_path(target: str) -> str:
-    folder, base = os.path.split(target)
-    return os.path.join(folder, "." + base + PART_SUFFIX)
-
-
 def cmd_get(client: Client, name: str, target: str, force: bool = False,
             resume: bool = False, verify: bool = False, show_progress: bool = False) -> int:
-    """Download ``name`` to ``target`` through a temporary beside it; return bytes.
+    """Download ``name`` to ``target`` (see ``common.files.download_atomically``).
 
-    The target appears only when every byte arrived (and, with ``verify``,
-    the SHA-256 matched). A cut connection keeps the temporary for
-    ``resume``; anything else (Ctrl+C, a refusal, a mismatch) removes it.
+    A cut connection keeps the part file and says how to resume it.
     """
     if os.path.lexists(target) and not force:
         raise DestinationExists("%s already exists (use --force to replace it)" % target)
-    folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        raise LocalError("no such folder: %s" % folder)
-    temp = part_path(target)
-    offset = os.path.getsize(temp) if resume and os.path.isfile(temp) else 0
-    entry = client.stat(name)
-    if offset > entry.size:
-        offset = 0  # the part file is not a prefix of this file: start over
-    keep_for_resume = False
-    try:
-        with open(temp, "ab" if offset else "wb") as handle:
-            with progress_bar(name, entry.size, show_progress, initial=offset) as progress:
-                absolute = (lambda done: progress(offset + done)) if progress else None
-                try:
-                    client.get(name, handle, offset=offset, progress=absolute)
-                except ShelfError as exc:
-                    if handle.tell() > offset or offset:
-                        keep_for_resume = not isinstance(exc, VerifyFailed)
-                    raise
-            handle.flush()
-            os.fsync(handle.fileno())
-        if verify:
-            expected = client.hash(name)
-            actual = sha256_of(temp)
-            if actual != expected:
-                raise VerifyFailed("%s: checksum mismatch (got %s, the library says %s); "
-                                   "nothing was saved" % (name, actual[:12], expected[:12]))
-        if force:
-            os.replace(temp, target)
-        else:
-            try:
-                os.link(temp, target)
-            except FileExistsError:
-                raise DestinationExists("%s appeared meanwhile; not replaced" % target) from None
-            os.unlink(temp)
-    except ShelfError as exc:
-        if keep_for_resume:
-            raise Partial("%s: download cut (%s); run again with --continue to resume"
-                          % (name, exc)) from None
-        _remove(temp)
-        raise
-    except BaseException:
-        _remove(temp)
-        raise
-    return entry.size
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    size = client.stat(name).size
+    offset = 0
+    if resume and os.path.isfile(part_path(target)):
+        offset = min(os.path.getsize(part_path(target)), size)
+    with progress_bar(name, size, show_progress, initial=offset) as progress:
+        try:
+            return download_atomically(client, name, target, overwrite=force, resume=resume,
+                                       keep_partial=True, verify=verify, progress=progress,
+                                       size=size)
+        except Partial as exc:
+            raise Partial("%s; run again with --continue to resume" % exc) from None
 
 
 # -- put ---------------------------------------------------------------------
