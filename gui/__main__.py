@@ -1,4 +1,57 @@
+"""Entry point of the desktop client: ``shelf [--host H] [--port P]``.
+
+Creates the Tk root (with tkdnd for drops from the file manager when its
+library loads), the app, and runs the event loop on the main thread. A
+failure to start is one friendly line (and a dialog when there is a screen),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
 import sys
 
-def main():
-    sys.exit("not built yet")
+from common import __version__
+
+
+def make_root():
+    """A Tk root with tkdnd loaded if possible; plain Tk otherwise."""
+    import tkinter as tk
+    try:
+        from tkinterdnd2 import TkinterDnD
+        return TkinterDnD.Tk()
+    except (ImportError, RuntimeError, tk.TclError):
+        return tk.Tk()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shelf", description="The Shelf desktop client.")
+    parser.add_argument("--host", help="connect to this server at start")
+    parser.add_argument("--port", type=int, default=None, help="its port (default 8021)")
+    parser.add_argument("--theme", choices=("light", "dark"), help="override the system theme")
+    parser.add_argument("--version", action="version", version="shelf %s" % __version__)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="shelf: %(message)s")
+    import tkinter as tk
+    try:
+        root = make_root()
+    except tk.TclError as exc:
+        sys.stderr.write("shelf: cannot open a window: %s\n" % exc)
+        return 1
+    from gui.app import ShelfApp
+    try:
+        ShelfApp(root, host=args.host, port=args.port, theme=args.theme)
+    except Exception as exc:  # noqa: BLE001 - one friendly line instead of a traceback
+        from gui.app import write_crash_log
+        import traceback
+        path = write_crash_log(traceback.format_exc())
+        sys.stderr.write("shelf: could not start: %s%s\n"
+                         % (exc, " (details in %s)" % path if path else ""))
+        return 1
+    root.mainloop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

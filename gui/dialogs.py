@@ -1,0 +1,119 @@
+"""Dialogs that answer through a callback, so nothing blocks the event loop.
+
+UI thread only. Each dialog is a real Toplevel with real buttons; it grabs
+input like a modal dialog but returns at once, and calls ``on_answer`` when
+a button is pressed (or Escape / the window's close box, which mean
+Cancel). Tests ``invoke()`` the same buttons a person clicks.
+"""
+
+from __future__ import annotations
+
+import tkinter as tk
+from tkinter import ttk
+
+SKIP = "skip"
+KEEP_BOTH = "keep_both"
+OVERWRITE = "overwrite"
+CANCEL = "cancel"
+
+
+class Dialog(tk.Toplevel):
+    """Base: a transient, centred window with a message and a row of buttons."""
+
+    def __init__(self, parent, title: str, message: str, buttons, on_answer, default=None,
+                 detail: str = ""):
+        super().__init__(parent)
+        self.withdraw()
+        self.title(title)
+        self.transient(parent.winfo_toplevel())
+        self.resizable(False, False)
+        self.on_answer = on_answer
+        self.answered = False
+        body = ttk.Frame(self, padding=16)
+        body.pack(fill="both", expand=True)
+        ttk.Label(body, text=message, wraplength=440, justify="left",
+                  font="TkHeadingFont").pack(anchor="w")
+        if detail:
+            ttk.Label(body, text=detail, wraplength=440, justify="left").pack(anchor="w",
+                                                                             pady=(6, 0))
+        self.extra = ttk.Frame(body)
+        self.extra.pack(fill="x", pady=(8, 0))
+        row = ttk.Frame(body)
+        row.pack(fill="x", pady=(12, 0))
+        self.buttons: dict[str, ttk.Button] = {}
+        for answer, label in reversed(buttons):
+            button = ttk.Button(row, text=label, command=lambda a=answer: self.answer(a))
+            button.pack(side="right", padx=(6, 0))
+            self.buttons[answer] = button
+        cancel = CANCEL if CANCEL in self.buttons else buttons[-1][0]
+        self.protocol("WM_DELETE_WINDOW", lambda: self.answer(cancel))
+        self.bind("<Escape>", lambda e: self.answer(cancel))
+        if default:
+            self.buttons[default].configure(default="active")
+            self.bind("<Return>", lambda e: self.answer(default))
+        self._place(parent)
+        self.deiconify()
+        try:
+            self.grab_set()
+        except tk.TclError:
+            pass  # another grab (rare under test): still usable
+        (self.buttons.get(default) or self).focus_set()
+
+    def _place(self, parent) -> None:
+        self.update_idletasks()
+        top = parent.winfo_toplevel()
+        x = top.winfo_rootx() + (top.winfo_width() - self.winfo_reqwidth()) // 2
+        y = top.winfo_rooty() + (top.winfo_height() - self.winfo_reqheight()) // 3
+        self.geometry("+%d+%d" % (max(0, x), max(0, y)))
+
+    def answer(self, value) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        extra = self.extra_answer()
+        try:
+            self.grab_release()
+        except tk.TclError:
+            pass
+        self.destroy()
+        self.on_answer(value, *extra)
+
+    def extra_answer(self) -> tuple:
+        return ()
+
+
+class ConflictDialog(Dialog):
+    """"NAME already exists": Skip / Keep both / (Overwrite) / Cancel, and apply to all.
+
+    ``on_answer(choice, apply_to_all)``.
+    """
+
+    def __init__(self, parent, name: str, where: str, on_answer, allow_overwrite: bool,
+                 remaining: int = 0, suggestion: str = ""):
+        buttons = [(SKIP, "Skip"), (KEEP_BOTH, "Keep both")]
+        if allow_overwrite:
+            buttons.append((OVERWRITE, "Overwrite"))
+        buttons.append((CANCEL, "Cancel"))
+        detail = "Keep both saves the new one as “%s”." % suggestion if suggestion else ""
+        self.apply_var = tk.BooleanVar(parent, value=False)
+        super().__init__(parent, "File exists", "“%s” is already %s." % (name, where), buttons,
+                         on_answer, default=KEEP_BOTH, detail=detail)
+        self.apply_check = ttk.Checkbutton(
+            self.extra, text="Do this for the other %d conflict%s"
+            % (remaining, "" if remaining == 1 else "s"), variable=self.apply_var)
+        if remaining:
+            self.apply_check.pack(anchor="w")
+
+    def extra_answer(self) -> tuple:
+        return (self.apply_var.get(),)
+
+
+class ConfirmDialog(Dialog):
+    """A yes/no question; ``on_answer(True or False)``."""
+
+    def __init__(self, parent, title: str, message: str, yes: str, no: str, on_answer,
+                 detail: str = ""):
+        super().__init__(parent, title, message, [(True, yes), (False, no)],
+                         lambda value: on_answer(bool(value)), default=False, detail=detail)
+        self.protocol("WM_DELETE_WINDOW", lambda: self.answer(False))
+        self.bind("<Escape>", lambda e: self.answer(False))

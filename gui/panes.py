@@ -1,0 +1,282 @@
+"""The two browser panes: a shared base, your files (Local) and the library (Remote).
+
+UI thread only, all of it. The local pane reads the local disk directly (a
+folder listing is quick and never waits on the network); the remote pane
+never talks to the network: the app asks a worker for the listing and hands
+the reply to ``RemotePane.show_entries``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tkinter as tk
+from dataclasses import dataclass
+from tkinter import ttk
+
+from common.humanize import human_size, local_time
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    size: int
+    mtime: float
+    is_dir: bool = False
+
+
+def make_icons(master, size: int) -> dict[str, tk.PhotoImage]:
+    """Folder and file icons drawn at the screen's scale (no image files needed)."""
+    folder = tk.PhotoImage(master=master, width=size, height=size)
+    unit = size / 16
+    tab = "#e0a526"
+    body = "#f4c145"
+    folder.put(tab, to=(int(1 * unit), int(3 * unit), int(7 * unit), int(5 * unit)))
+    folder.put(body, to=(int(1 * unit), int(5 * unit), int(15 * unit), int(14 * unit)))
+    folder.put(tab, to=(int(1 * unit), int(13 * unit), int(15 * unit), int(14 * unit)))
+    page = tk.PhotoImage(master=master, width=size, height=size)
+    edge = "#7d8a99"
+    page.put(edge, to=(int(3 * unit), int(1 * unit), int(13 * unit), int(15 * unit)))
+    page.put("#ffffff", to=(int(4 * unit), int(2 * unit), int(12 * unit), int(14 * unit)))
+    for line in (5, 8, 11):
+        page.put("#aab4c0", to=(int(5 * unit), int(line * unit), int(11 * unit),
+                                int(line * unit) + max(1, int(unit))))
+    return {"folder": folder, "file": page}
+
+
+class BrowserPane(ttk.Frame):
+    """A titled, sortable Name/Size/Modified list. Subclasses fill ``rows``. UI thread only."""
+
+    title = ""
+
+    def __init__(self, master, icons: dict[str, tk.PhotoImage], sort=("name", False)):
+        super().__init__(master, padding=(4, 4))
+        self.icons = icons
+        self.rows: dict[str, Row] = {}
+        self.sort_column, self.sort_descending = sort
+        self.header = ttk.Frame(self)
+        self.header.pack(fill="x")
+        ttk.Label(self.header, text=self.title, font="TkHeadingFont").pack(side="left")
+        self.build_header(self.header)
+        tree_frame = ttk.Frame(self)
+        tree_frame.pack(fill="both", expand=True, pady=(4, 0))
+        self.tree = ttk.Treeview(tree_frame, columns=("size", "modified"), selectmode="extended")
+        self.tree.column("#0", width=260, stretch=True)
+        self.tree.column("size", width=90, anchor="e", stretch=False)
+        self.tree.column("modified", width=140, anchor="w", stretch=False)
+        for column in ("#0", "size", "modified"):
+            self.tree.heading(column, command=lambda c=column: self.sort_by(c))
+        scroll = ttk.Scrollbar(tree_frame, orient="vertical", command=self.tree.yview)
+        self.tree.configure(yscrollcommand=scroll.set)
+        self.tree.pack(side="left", fill="both", expand=True)
+        scroll.pack(side="right", fill="y")
+        self.footer = ttk.Label(self, text="", anchor="w")
+        self.footer.pack(fill="x", pady=(4, 0))
+        self.tree.bind("<Control-a>", self.select_all)
+        self.tree.bind("<Control-A>", self.select_all)
+        self._update_headings()
+
+    def build_header(self, header: ttk.Frame) -> None:
+        """Subclasses add their own controls to the header row."""
+
+    # -- rows ----------------------------------------------------------------
+
+    def set_rows(self, rows: list[Row]) -> None:
+        self.rows = {row.name: row for row in rows}
+        self.render()
+
+    def visible_rows(self) -> list[Row]:
+        return list(self.rows.values())
+
+    def sorted_rows(self) -> list[Row]:
+        rows = self.visible_rows()
+        key = {"#0": lambda r: r.name.casefold(), "name": lambda r: r.name.casefold(),
+               "size": lambda r: (r.size, r.name.casefold()),
+               "modified": lambda r: (r.mtime, r.name.casefold())}[self.sort_column]
+        rows.sort(key=key, reverse=self.sort_descending)
+        rows.sort(key=lambda r: not r.is_dir)  # folders first, whatever the order (stable)
+        return rows
+
+    def render(self) -> None:
+        selected = set(self.tree.selection())
+        focus = self.tree.focus()
+        self.tree.delete(*self.tree.get_children())
+        insert = self.tree.insert
+        folder, page = self.icons["folder"], self.icons["file"]
+        for row in self.sorted_rows():
+            insert("", "end", iid=row.name, text=" " + row.name,
+                   image=folder if row.is_dir else page,
+                   values=("" if row.is_dir else human_size(row.size), local_time(row.mtime)))
+        keep = [item for item in selected if self.tree.exists(item)]
+        if keep:
+            self.tree.selection_set(keep)
+        if focus and self.tree.exists(focus):
+            self.tree.focus(focus)
+        self.update_footer()
+
+    def update_footer(self) -> None:
+        files = [row for row in self.visible_rows() if not row.is_dir]
+        folders = len(self.visible_rows()) - len(files)
+        parts = ["%d file%s" % (len(files), "" if len(files) == 1 else "s")]
+        if folders:
+            parts.append("%d folder%s" % (folders, "" if folders == 1 else "s"))
+        parts.append(human_size(sum(row.size for row in files)))
+        self.footer.configure(text=", ".join(parts))
+
+    # -- sorting and selection -------------------------------------------------
+
+    def sort_by(self, column: str) -> None:
+        column = "name" if column == "#0" else column
+        if column == self.sort_column:
+            self.sort_descending = not self.sort_descending
+        else:
+            self.sort_column, self.sort_descending = column, False
+        self._update_headings()
+        self.render()
+
+    def _update_headings(self) -> None:
+        arrow = " ▼" if self.sort_descending else " ▲"
+        for column, text in (("#0", "Name"), ("size", "Size"), ("modified", "Modified")):
+            name = "name" if column == "#0" else column
+            self.tree.heading(column, text=text + (arrow if name == self.sort_column else ""))
+
+    def displayed_names(self) -> list[str]:
+        return list(self.tree.get_children())
+
+    def selected_rows(self) -> list[Row]:
+        return [self.rows[item] for item in self.tree.selection() if item in self.rows]
+
+    def select(self, names) -> None:
+        items = [name for name in names if self.tree.exists(name)]
+        self.tree.selection_set(items)
+        if items:
+            self.tree.focus(items[0])
+            self.tree.see(items[0])
+
+    def select_all(self, event=None) -> str:
+        self.tree.selection_set(self.tree.get_children())
+        return "break"
+
+
+class LocalPane(BrowserPane):
+    """Your files: a folder on this machine. UI thread only."""
+
+    title = "Your files"
+
+    def __init__(self, master, icons, folder: str, show_hidden: bool = False, sort=("name", False)):
+        self.path_var = tk.StringVar(master, value=folder)
+        self.hidden_var = tk.BooleanVar(master, value=show_hidden)
+        self.folder = folder
+        self.on_error = lambda message: None
+        super().__init__(master, icons, sort)
+        self.tree.bind("<BackSpace>", lambda e: self.go_up())
+        self.tree.bind("<Alt-Up>", lambda e: self.go_up())
+
+    def build_header(self, header) -> None:
+        ttk.Checkbutton(header, text="Hidden", variable=self.hidden_var,
+                        command=self.refresh).pack(side="right")
+        self.home_button = ttk.Button(header, text="Home", width=6,
+                                      command=lambda: self.open_folder(os.path.expanduser("~")))
+        self.home_button.pack(side="right", padx=(4, 4))
+        self.up_button = ttk.Button(header, text="Up", width=4, command=self.go_up)
+        self.up_button.pack(side="right")
+        bar = ttk.Frame(self)
+        bar.pack(fill="x", pady=(4, 0))
+        self.path_entry = ttk.Entry(bar, textvariable=self.path_var)
+        self.path_entry.pack(fill="x")
+        self.path_entry.bind("<Return>", lambda e: self.open_folder(self.path_var.get()))
+        self.path_entry.bind("<KP_Enter>", lambda e: self.open_folder(self.path_var.get()))
+
+    def open_folder(self, folder: str) -> bool:
+        folder = os.path.abspath(os.path.expanduser(folder.strip() or "~"))
+        try:
+            rows = list_local(folder, self.hidden_var.get())
+        except OSError as exc:
+            self.on_error("cannot open %s: %s" % (folder, (exc.strerror or exc)))
+            self.path_var.set(self.folder)
+            return False
+        self.folder = folder
+        self.path_var.set(folder)
+        self.set_rows(rows)
+        children = self.tree.get_children()
+        if children:
+            self.tree.focus(children[0])
+        return True
+
+    def refresh(self) -> None:
+        self.open_folder(self.folder)
+
+    def go_up(self) -> str:
+        parent = os.path.dirname(self.folder.rstrip(os.sep)) or os.sep
+        previous = os.path.basename(self.folder.rstrip(os.sep))
+        if self.open_folder(parent) and previous:
+            self.select([previous])
+        return "break"
+
+    def path_of(self, row: Row) -> str:
+        return os.path.join(self.folder, row.name)
+
+
+def list_local(folder: str, show_hidden: bool) -> list[Row]:
+    rows = []
+    with os.scandir(folder) as scan:
+        for item in scan:
+            if not show_hidden and item.name.startswith("."):
+                continue
+            try:
+                info = item.stat()
+            except OSError:
+                try:
+                    info = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+            is_dir = stat.S_ISDIR(info.st_mode)
+            rows.append(Row(item.name, 0 if is_dir else info.st_size, info.st_mtime, is_dir))
+    return rows
+
+
+class RemotePane(BrowserPane):
+    """The library: rendered from listings a worker fetched. UI thread only."""
+
+    title = "Library"
+
+    def __init__(self, master, icons, sort=("name", False)):
+        self.filter_var = tk.StringVar(master)
+        super().__init__(master, icons, sort)
+        self.filter_var.trace_add("write", lambda *args: self.render())
+        self.placeholder = ttk.Label(self.tree, text="Not connected", anchor="center")
+        self.set_placeholder("Not connected")
+
+    def build_header(self, header) -> None:
+        self.filter_entry = ttk.Entry(header, textvariable=self.filter_var, width=18)
+        self.filter_entry.pack(side="right")
+        ttk.Label(header, text="Filter").pack(side="right", padx=(0, 4))
+
+    def show_entries(self, entries) -> None:
+        self.set_rows([Row(e.name, e.size, e.mtime) for e in entries])
+        self.set_placeholder(None if entries else "The library is empty: drop files here")
+
+    def set_placeholder(self, text: str | None) -> None:
+        if text:
+            self.placeholder.configure(text=text)
+            self.placeholder.place(relx=0.5, rely=0.4, anchor="center")
+        else:
+            self.placeholder.place_forget()
+
+    def clear(self, text: str = "Not connected") -> None:
+        self.set_rows([])
+        self.set_placeholder(text)
+
+    def visible_rows(self) -> list[Row]:
+        needle = self.filter_var.get().casefold()
+        rows = self.rows.values()
+        return [row for row in rows if needle in row.name.casefold()] if needle else list(rows)
+
+    def update_footer(self) -> None:
+        shown = self.visible_rows()
+        total = len(self.rows)
+        text = "%d file%s, %s" % (len(shown), "" if len(shown) == 1 else "s",
+                                   human_size(sum(row.size for row in shown)))
+        if len(shown) != total:
+            text += " (filtered from %d)" % total
+        self.footer.configure(text=text)
