@@ -64,7 +64,7 @@ class ShelfApp:
         root.geometry(self.settings.geometry)
         root.protocol("WM_DELETE_WINDOW", self.on_close)
 
-        self.transfers = TransferManager(self.post, self.transfer_list.show,
+        self.transfers = TransferManager(self.post, self._transfer_changed,
                                          self._transfer_finished)
         self.remote_worker = RemoteWorker(self.post)
         self._bind_keys()
@@ -493,6 +493,10 @@ class ShelfApp:
         self._update_queue_label()
 
     # -- transfer outcomes -------------------------------------------------------------
+
+    def _transfer_changed(self, transfer) -> None:
+        self.transfer_list.show(transfer)
+        self._update_queue_label()
 
     def _transfer_finished(self, transfer) -> None:
         seconds = max(0.001, transfer.finished_at - transfer.started) if transfer.started else 0
