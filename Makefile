@@ -51,7 +51,9 @@ dist: $(STAMP)
 	$(BIN)/python packaging/build.py --dist dist
 
 screenshot: system-deps $(STAMP)
-	$(BIN)/python -m gui.screenshot docs/screenshot.png
+	$(BIN)/python -m pip install -q pillow
+	if [ -n "$$DISPLAY" ]; then $(BIN)/python docs/screenshot.py docs/screenshot.png; \
+	else xvfb-run -a -s "-screen 0 1400x900x24" $(BIN)/python docs/screenshot.py docs/screenshot.png; fi
 
 install-desktop:
 	sh packaging/linux/install-desktop.sh

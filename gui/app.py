@@ -119,6 +119,12 @@ class ShelfApp:
         for button in (self.upload_button, self.download_button, self.refresh_button):
             button.pack(side="left", padx=(0, 6))
 
+        # The status bar is packed before the panes so it is never squeezed out.
+        self.status_var = tk.StringVar(root, value="Not connected")
+        status = ttk.Frame(outer)
+        status.pack(side="bottom", fill="x", pady=(4, 0))
+        ttk.Label(status, textvariable=self.status_var, anchor="w").pack(side="left")
+
         self.vpaned = ttk.PanedWindow(outer, orient="vertical")
         self.vpaned.pack(fill="both", expand=True, pady=(6, 0))
         self.paned = ttk.PanedWindow(self.vpaned, orient="horizontal")
@@ -161,10 +167,6 @@ class ShelfApp:
         self.bottom = bottom
         self.vpaned.add(bottom, weight=1)
 
-        self.status_var = tk.StringVar(root, value="Not connected")
-        status = ttk.Frame(outer)
-        status.pack(fill="x", pady=(4, 0))
-        ttk.Label(status, textvariable=self.status_var, anchor="w").pack(side="left")
 
         for pane in (self.local, self.remote):
             pane.tree.bind("<Double-1>", lambda e, p=pane: self._double_click(p, e))

@@ -58,6 +58,8 @@ class BrowserPane(ttk.Frame):
         self.header.pack(fill="x")
         ttk.Label(self.header, text=self.title, font="TkHeadingFont").pack(side="left")
         self.build_header(self.header)
+        self.footer = ttk.Label(self, text="", anchor="w")
+        self.footer.pack(side="bottom", fill="x", pady=(4, 0))  # before the list: never squeezed
         tree_frame = ttk.Frame(self)
         tree_frame.pack(fill="both", expand=True, pady=(4, 0))
         self.tree = ttk.Treeview(tree_frame, columns=("size", "modified"), selectmode="extended")
@@ -70,8 +72,6 @@ class BrowserPane(ttk.Frame):
         self.tree.configure(yscrollcommand=scroll.set)
         self.tree.pack(side="left", fill="both", expand=True)
         scroll.pack(side="right", fill="y")
-        self.footer = ttk.Label(self, text="", anchor="w")
-        self.footer.pack(fill="x", pady=(4, 0))
         self.tree.bind("<Control-a>", self.select_all)
         self.tree.bind("<Control-A>", self.select_all)
         self._update_headings()

@@ -292,7 +292,7 @@ class TransferList(ttk.Frame):
         self.bar_width = int(BAR_WIDTH * scale)
         self.bar_height = max(8, int(BAR_HEIGHT * scale))
         self.tree = ttk.Treeview(self, columns=self.COLUMNS, selectmode="extended", height=5)
-        headings = {"#0": ("Progress / name", 260), "direction": ("Direction", 90),
+        headings = {"#0": ("Progress / name", 260), "direction": ("Direction", 105),
                     "progress": ("%", 50), "bytes": ("Done / total", 170),
                     "speed": ("Speed", 100), "eta": ("Time left", 80),
                     "state": ("State", 280)}
