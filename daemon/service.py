@@ -280,13 +280,16 @@ def detach_reexec(argv: list[str], listener: socket.socket) -> None:
 
 def wait_for_daemon(read_end: int) -> int:
     """In the launcher: relay the daemon's start report; 0 if it is serving."""
-    chunks = []
-    while True:
+    # Read one line, not to EOF: a one-file executable's bootloader process keeps
+    # an inherited copy of the write end open for as long as the daemon runs.
+    report = b""
+    while not report.endswith(b"\n"):
         data = os.read(read_end, 4096)
         if not data:
             break
-        chunks.append(data)
-    report = b"".join(chunks).decode("utf-8", "replace").strip()
+        report += data
+    os.close(read_end)
+    report = report.decode("utf-8", "replace").strip()
     if report.startswith("ok"):
         return 0
     sys.stderr.write("shelfd: %s\n" % (report or "the daemon exited during start-up"))
@@ -297,7 +300,7 @@ def report_to_launcher(fd: int | None, message: str) -> None:
     if fd is None:
         return
     try:
-        os.write(fd, message.encode("utf-8"))
+        os.write(fd, message.replace("\n", " ").encode("utf-8") + b"\n")
         os.close(fd)
     except OSError:
         pass

@@ -55,6 +55,7 @@ class ShelfApp:
         self.tick_count = 0
 
         root.title("Shelf")
+        set_window_icon(root)
         root.report_callback_exception = self.report_exception
         self.scale = max(1.0, root.winfo_fpixels("1i") / 96.0)
         self.theme = apply_theme(root, theme)
@@ -696,6 +697,17 @@ class ShelfApp:
         s.local_sort = [self.local.sort_column, self.local.sort_descending]
         s.remote_sort = [self.remote.sort_column, self.remote.sort_descending]
         settings_module.save(s, self.settings_path)
+
+
+def set_window_icon(root: tk.Tk) -> None:
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+    try:
+        icons = [tk.PhotoImage(master=root, file=os.path.join(folder, "shelf-%d.png" % size))
+                 for size in (128, 48)]
+        root.iconphoto(True, *icons)
+        root._shelf_icons = icons  # keep them alive as long as the window
+    except tk.TclError as exc:
+        log.info("window icon unavailable: %s", exc)
 
 
 def apply_theme(root: tk.Tk, theme: str | None = None) -> str:
