@@ -40,15 +40,23 @@ run: system-deps $(STAMP)
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: system-deps $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  for peer in nginx vsftpd; do command -v $$peer >/dev/null || [ -x /usr/sbin/$$peer ] || \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$peer >/dev/null 2>&1 || \
+	    echo "note: could not install $$peer; it will be reported as missing"; done; fi
+	$(BIN)/python -m pip install -q pyftpdlib matplotlib || echo "note: pyftpdlib/matplotlib unavailable"
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
-	SHELF_SOAK=1 $(BIN)/python -m pytest -q -m slow tests/test_reliability.py
+	rm -f .soak-figures.jsonl
+	SHELF_SOAK=1 SHELF_RELIABILITY_REPORT=$(CURDIR)/.soak-figures.jsonl \
+	  $(BIN)/python -m pytest -q -p no:randomly tests/test_reliability.py
+	$(BIN)/python tests/reliability_report.py .soak-figures.jsonl docs/reliability.md
 
 dist: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dist]'
-	$(BIN)/python packaging/build.py --dist dist
+	$(BIN)/python packaging/build.py --dist dist --work build
 
 screenshot: system-deps $(STAMP)
 	$(BIN)/python -m pip install -q pillow

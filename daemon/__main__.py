@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, argv: list[str]) -> int:
     settings = service.merge_settings(args)
     service.configure_logging(settings)
-    library = Library(settings.root, settings.read_only, settings.max_upload)
+    library = Library(settings.root, settings.read_only, settings.max_upload,
+                      durable=not settings.no_fsync)
+    if settings.no_fsync:
+        log.warning("--no-fsync: stored files are not flushed to disk (benchmarks only)")
     pidfile = PidFile(settings.pidfile) if settings.pidfile else None
     status_fd = None
     if args.detached_fds:  # we are the re-executed half of a frozen --daemon

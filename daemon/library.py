@@ -17,7 +17,6 @@ Used by the master (open, cleanup) and by each forked session process.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -48,8 +47,10 @@ class Entry:
 class Library:
     """The folder served by shelfd, seen only through a directory descriptor."""
 
-    def __init__(self, root: str, read_only: bool = False, max_upload: int | None = None):
+    def __init__(self, root: str, read_only: bool = False, max_upload: int | None = None,
+                 durable: bool = True):
         self.root = os.path.abspath(root)
+        self.durable = durable
         self.read_only = read_only
         self.max_upload = max_upload
         try:
@@ -119,6 +120,8 @@ class Library:
         Files never change in place, so a cache entry is valid as long as the
         file it was computed from is the one under the name.
         """
+        import hashlib  # here, not at the top: OpenSSL would add 3.7 MB to every fork
+
         handle, st = self.open_for_read(name)
         with handle:
             key = "%d-%d-%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -223,7 +226,8 @@ class Library:
         return removed
 
     def fsync_root(self) -> None:
-        os.fsync(self.fd)
+        if self.durable:
+            os.fsync(self.fd)
 
 
 class Upload:
@@ -264,7 +268,8 @@ class Upload:
             if self.error is not None:
                 raise self.error
             os.fchmod(self.fd, 0o644)
-            os.fsync(self.fd)
+            if self.library.durable:
+                os.fsync(self.fd)
             os.close(self.fd)
             self.fd = None
             try:

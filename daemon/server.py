@@ -25,6 +25,7 @@ import time
 
 from common.protocol import BUSY
 from daemon.library import Library
+from daemon.session import serve_in_child  # imported here, once: not in every child
 
 log = logging.getLogger("shelfd")
 
@@ -169,8 +170,6 @@ class Server:
         log.info("%s session started (pid %d, %d live)", peer, pid, len(self.children))
 
     def _become_session(self, conn: socket.socket, peer: str) -> None:
-        from daemon.session import serve_in_child
-
         self.listener.close()
         signal.set_wakeup_fd(-1)
         os.close(self._wake_r)

@@ -13,7 +13,6 @@ import configparser
 import logging
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass, fields, replace
 
@@ -47,6 +46,7 @@ class Settings:
     log_file: str | None = None
     log_level: str = "info"
     grace: float = 10.0
+    no_fsync: bool = False  # benchmarks only: shows what the durability promise costs
 
 
 def parse_size(text: str) -> int:
@@ -104,6 +104,7 @@ CONVERTERS = {
     "root": str, "host": str, "port": _port, "daemon": parse_bool, "pidfile": str,
     "max_clients": _positive_int, "idle_timeout": _seconds, "max_upload": parse_size,
     "read_only": parse_bool, "log_file": str, "log_level": _level, "grace": _seconds,
+    "no_fsync": parse_bool,
 }
 
 
@@ -146,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a stop waits for sessions (default 10)")
     add("--config", metavar="FILE", help="INI file with a [shelfd] section")
     add("--version", action="version", version="shelfd %s" % __version__)
+    # Benchmarks only: skip the fsyncs that make a stored file durable.
+    add("--no-fsync", action="store_true", default=None, help=argparse.SUPPRESS)
     # Used by the re-executed daemon when a frozen executable detaches.
     add("--detached-fds", help=argparse.SUPPRESS)
     return parser
@@ -266,6 +269,8 @@ def detach_reexec(argv: list[str], listener: socket.socket) -> None:
     when the middle process exits. The new process gets the already bound
     listener and the status pipe as inherited descriptors.
     """
+    import subprocess  # only this rare path needs it; the master stays small
+
     read_end, write_end = os.pipe()
     fds = "%d,%d" % (listener.fileno(), write_end)
     args = [a for a in argv if a != "--daemon"] + ["--detached-fds", fds]

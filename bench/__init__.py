@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): Shelf against the loopback limit and the usual servers."""
