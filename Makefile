@@ -40,7 +40,7 @@ run: system-deps $(STAMP)
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: system-deps $(STAMP)
+bench: system-deps $(STAMP) dist
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  for peer in nginx vsftpd; do command -v $$peer >/dev/null || [ -x /usr/sbin/$$peer ] || \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$peer >/dev/null 2>&1 || \
@@ -68,6 +68,10 @@ install-desktop:
 
 install-service: dist
 	$(SUDO) sh packaging/systemd/install-service.sh dist/shelfd
+
+# The wire fuzzers alone, with soak-sized example counts (minutes, not part of make test).
+fuzz: $(STAMP)
+	SHELF_SOAK=1 $(BIN)/python -m pytest -q tests/test_reliability.py -k "fuzzed or wrong_byte or sequences or corpus"
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .hypothesis *.egg-info

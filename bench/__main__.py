@@ -434,7 +434,8 @@ def main(argv=None) -> int:
     download.expected = size
     upload.expected = size
     everything = servers + [limit_send, limit_recv, shelf_upload, shelf_nofsync, shelf_sessions]
-    report = {"size": size, "small": small, "missing": missing, "rows": {}}
+    report = {"size": size, "small": small, "missing": missing, "rows": {},
+              "clients": clients, "each": each, "parallel": parallel}
     try:
         print("warming up...", file=sys.stderr)
         for server in servers:
@@ -512,7 +513,10 @@ def main(argv=None) -> int:
 
     if not args.no_gui:
         results["gui"] = gui_figures(args.quick)
+        results["startup"] = startup_figures()
     report["rows"] = results
+    with open(os.path.splitext(args.output)[0] + ".json", "w") as handle:
+        json.dump(report, handle, indent=2)  # first: a rendering bug must not lose a run
     text = render(report, args)
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -546,6 +550,21 @@ def gui_figures(quick: bool) -> dict:
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24"] + command
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+
+
+def startup_figures() -> dict:
+    """Start-up of the packaged programs, when `make dist` has built them."""
+    dist = os.path.join(ROOT, "dist")
+    if not os.path.exists(os.path.join(dist, "shelfd")):
+        return {"error": "dist/ not built (make dist)"}
+    command = [sys.executable, os.path.join(ROOT, "bench", "startup_probe.py"), dist]
+    if not os.environ.get("DISPLAY") and shutil.which("xvfb-run"):
+        command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24"] + command
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     try:
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -601,11 +620,11 @@ def render(report: dict, args) -> str:
             "* Sessions: %s concurrent clients (separate processes) each doing %s × (connect, "
             "LIST of a 3-file library, QUIT); HTTP peers: connect, HEAD of a file, close; FTP "
             "peers: connect, anonymous login, PWD, QUIT (an FTP LIST would need a second "
-            "connection)." % (clients, each)]
+            "connection)." % (report["clients"], report["each"])]
     parallel = shelf.get("parallel")
     if parallel:
         out.append("* %s concurrent downloads from Shelf: %.2f GB/s aggregate, %d errors%s." % (
-            "4" if args.quick else "64", parallel["gbps"], parallel["errors"],
+            report["parallel"], parallel["gbps"], parallel["errors"],
             "; nginx %.2f GB/s" % rows["nginx"]["parallel"]["gbps"]
             if "nginx" in rows and "parallel" in rows["nginx"] else ""))
     if shelf.get("master_rss_kib"):
@@ -624,12 +643,31 @@ def render(report: dict, args) -> str:
                         gui["transfer_mib"], gui["ticks"]),
                     "| gap between ticks, 99th percentile | %.1f ms |" % gui["p99_gap_ms"],
                     "| worst gap between ticks | %.1f ms |" % gui["worst_gap_ms"]]
+    startup = rows.get("startup")
+    if startup:
+        out += ["", "## Start-up of the packaged programs", ""]
+        if "error" in startup:
+            out.append("Not measured: %s." % startup["error"])
+        else:
+            out += ["| program | median of 5 starts | target |", "|---|---|---|",
+                    "| `dist/shelfd` to `listening on` | %s s | 0.5 s |"
+                    % fmt(startup.get("shelfd_listen_s")),
+                    "| `dist/shelf` to its window on screen | %s s | 1 s |"
+                    % fmt(startup.get("shelf_window_s"))]
     out += ["", "![throughput](perf-throughput.png)", "![sessions](perf-sessions.png)", ""]
     out += [NOTES]
     return "\n".join(out) + "\n"
 
 
 NOTES = """## What was changed for speed, and why
+
+* **Session start: 9.2 → 3.1 ms** (sequential connect + greeting, same machine). Each
+  forked child imported `daemon.session` on its first use; the master now imports it
+  once before forking. Importing `hashlib` (OpenSSL, 3.7 MB) and `subprocess` only where
+  they are used shrank the master from 19.6 to 15.5 MB RSS.
+* **Sessions are reaped before each accept.** Under a burst of connections the master
+  used to accept for as long as clients kept coming; finished sessions stayed zombies
+  for that long and counted against `--max-clients`.
 
 * GET sends with `socket.sendfile()` (zero copy); files up to 256 KiB go out with their
   reply line in one `sendall` (one syscall, one segment for small files).

@@ -133,17 +133,12 @@ class Session:
         verb_name = tokens[0].decode("ascii", "replace").upper()
         verb = VERBS.get(verb_name)
         started = time.monotonic()
-        if not line:
-            return self.fail("empty request; verbs: %s" % " ".join(VERBS))
-        if verb is None:
-            return self.fail("unknown verb %r; verbs: %s" % (verb_name[:32], " ".join(VERBS)))
+        refusal = self.refuse(line, verb_name, verb, tokens[1:])
+        if refusal:
+            self.fail(refusal)
+            log.info("%s %s FAIL %s", self.peer, verb_name[:32] or "(empty)", refusal)
+            return
         args = tokens[1:]
-        if any(not arg for arg in args):
-            return self.fail("malformed request: separate tokens with exactly one space")
-        if not verb.min_args <= len(args) <= verb.max_args:
-            return self.fail("wrong number of arguments; usage: %s" % verb.usage)
-        if verb.writes and self.library.read_only:
-            return self.fail("library is read-only")
         handler = getattr(self, "cmd_" + verb_name.lower())
         try:
             detail = handler(*args)
@@ -156,6 +151,20 @@ class Session:
         if verb_name != "QUIT":
             log.info("%s %s %s (%.3f s)", self.peer, verb_name, detail or "",
                      time.monotonic() - started)
+
+    def refuse(self, line: bytes, verb_name: str, verb: Verb | None, args: list) -> str | None:
+        """The FAIL reason for a request the verb table rejects, or None."""
+        if not line:
+            return "empty request; verbs: %s" % " ".join(VERBS)
+        if verb is None:
+            return "unknown verb %r; verbs: %s" % (verb_name[:32], " ".join(VERBS))
+        if any(not arg for arg in args):
+            return "malformed request: separate tokens with exactly one space"
+        if not verb.min_args <= len(args) <= verb.max_args:
+            return "wrong number of arguments; usage: %s" % verb.usage
+        if verb.writes and self.library.read_only:
+            return "library is read-only"
+        return None
 
     def reply(self, text: str) -> None:
         self.channel.send_line(text)
