@@ -131,6 +131,8 @@ def reload(args, current, server: Server, library: Library):
     library.read_only = applied.read_only
     library.max_upload = applied.max_upload
     service.configure_logging(applied, to_stderr=not applied.daemon)
+    if server.prefork:
+        server.retire_workers()  # their settings are the old ones
     if live:
         log.info("reloaded: log reopened; now in effect: %s",
                  ", ".join("%s = %s" % item for item in sorted(live.items())))

@@ -25,7 +25,7 @@ import time
 
 from common.protocol import BUSY
 from daemon.library import Library
-from daemon.session import serve_in_child  # imported here, once: not in every child
+from daemon.session import FORK_BLOCKED, serve_in_child  # once here, not in every child
 
 log = logging.getLogger("shelfd")
 
@@ -47,6 +47,13 @@ class Server:
         self.on_stopping = None
         self.served = 0
         self.refused = 0
+        # --prefork: idle session processes waiting in accept(), and the pipe
+        # on which they say when they become busy or idle again.
+        self.prefork = getattr(settings, "prefork", 0)
+        self.idle: set[int] = set()
+        self.stale: set[int] = set()  # started before a reload: replace when idle
+        self._status = b""
+        self._listening = True
 
     # -- signals -------------------------------------------------------------
 
@@ -90,8 +97,12 @@ class Server:
         self.listener.setblocking(False)
         self.install_signals()
         selector = selectors.DefaultSelector()
+        self.selector = selector
         selector.register(self.listener, selectors.EVENT_READ, "accept")
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        if self.prefork:
+            self._status_r, self._status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            selector.register(self._status_r, selectors.EVENT_READ, "status")
         if self.on_ready is not None:
             self.on_ready()
         # Objects made so far never change: keep them out of the collector's
@@ -99,9 +110,13 @@ class Server:
         gc.freeze()
         try:
             while not self.stopping:
+                if self.prefork:
+                    self._top_up()
                 for key, _ in selector.select(timeout=1.0):
                     if key.data == "accept":
                         self._accept_all()
+                    elif key.data == "status":
+                        self._read_status()
                     else:
                         self._drain_wakeup()
                 self._handle_signals()
@@ -120,6 +135,10 @@ class Server:
             if self.stopping:
                 return
             self.reap()
+            if self.prefork:
+                self._read_status()  # a process may have just become idle: let it take this one
+                if self.idle:
+                    return
             try:
                 conn, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -134,6 +153,8 @@ class Server:
             peer = format_peer(address)
             if len(self.children) >= self.settings.max_clients:
                 self._refuse(conn, peer)
+            elif self.prefork:
+                self._refuse(conn, peer)  # not reached: we only accept when all are busy
             else:
                 self._fork_session(conn, peer)
 
@@ -150,7 +171,7 @@ class Server:
 
     def _fork_session(self, conn: socket.socket, peer: str) -> None:
         try:
-            pid = os.fork()
+            pid = fork_with_stops_blocked()
         except OSError as exc:
             log.error("%s cannot fork a session: %s", peer, exc.strerror)
             self._refuse(conn, peer)
@@ -177,6 +198,89 @@ class Server:
         conn.setblocking(True)
         serve_in_child(conn, peer, self.library, self.settings.idle_timeout)
 
+    # -- pre-forked session processes ------------------------------------------
+
+    def _top_up(self) -> None:
+        """Keep ``prefork`` idle processes ready; accept (to refuse) only when all are busy."""
+        while (len(self.idle) < self.prefork and len(self.children) < self.settings.max_clients
+               and not self.stopping):
+            if not self._fork_worker():
+                break
+        must_refuse = not self.idle and len(self.children) >= self.settings.max_clients
+        if must_refuse != self._listening:
+            if must_refuse:
+                self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+            else:
+                self.selector.unregister(self.listener)
+            self._listening = must_refuse
+
+    def _fork_worker(self) -> bool:
+        from daemon.prefork import worker_main
+        try:
+            pid = fork_with_stops_blocked()
+        except OSError as exc:
+            log.error("cannot fork a session process: %s", exc.strerror)
+            return False
+        if pid == 0:
+            status = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for fd in (self._wake_r, self._wake_w, self._status_r):
+                    os.close(fd)
+                worker_main(self.listener, self._status_w, self.library,
+                            self.settings.idle_timeout, format_peer)
+                status = 0
+            except BaseException:  # noqa: BLE001 - a child must never return into the loop
+                log.exception("session process crashed")
+            finally:
+                os._exit(status)
+        self.children[pid] = "idle"
+        self.idle.add(pid)
+        return True
+
+    def _read_status(self) -> None:
+        from daemon.prefork import parse_status
+        try:
+            while True:
+                data = os.read(self._status_r, 65536)
+                if not data:
+                    break
+                self._status += data
+        except BlockingIOError:
+            pass
+        complete, _, self._status = self._status.rpartition(b"\n")
+        for kind, pid, peer in parse_status(complete):
+            if pid not in self.children:
+                continue
+            if kind == "B":
+                self.idle.discard(pid)
+                self.children[pid] = peer
+                self.served += 1
+                log.info("%s session started (pid %d, %d live)", peer, pid,
+                         len(self.children) - len(self.idle))
+            else:
+                self.children[pid] = "idle"
+                self.idle.add(pid)
+                # Started before a reload, or the pool grew in a burst to twice the
+                # idle processes asked for (the slack keeps steady load from churning).
+                if pid in self.stale or len(self.idle) > 2 * self.prefork:
+                    self.idle.discard(pid)
+                    self._signal(pid, signal.SIGUSR1)
+
+    def retire_workers(self) -> None:
+        """After a reload: idle processes go now, busy ones when their session ends."""
+        self.stale = set(self.children)
+        for pid in list(self.idle):
+            self._signal(pid, signal.SIGUSR1)
+            self.idle.discard(pid)
+
+    @staticmethod
+    def _signal(pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
     # -- reaping -------------------------------------------------------------
 
     def reap(self) -> int:
@@ -191,6 +295,8 @@ class Server:
                 break
             reaped += 1
             peer = self.children.pop(pid, "?")
+            self.idle.discard(pid)
+            self.stale.discard(pid)
             if self.library.discard_upload_of(pid):
                 log.warning("%s removed the unfinished upload of session pid %d", peer, pid)
             if os.WIFSIGNALED(status):
@@ -206,12 +312,13 @@ class Server:
     def stop(self) -> None:
         """Close the listener, SIGTERM sessions, reap until the grace ends, SIGKILL the rest."""
         self.listener.close()
+        self.idle.clear()
         if self.on_stopping is not None:
             self.on_stopping()
         self._signal_children(signal.SIGTERM)
         deadline = time.monotonic() + self.settings.grace
         if self.children:
-            log.info("waiting up to %.0f s for %d sessions to finish",
+            log.info("waiting up to %.0f s for %d session processes to finish",
                      self.settings.grace, len(self.children))
         while self.children and time.monotonic() < deadline:
             self.reap()
@@ -244,6 +351,23 @@ class Server:
         readable, _, _ = select.select([self._wake_r], [], [], timeout)
         if readable:
             self._drain_wakeup()
+
+
+def fork_with_stops_blocked() -> int:
+    """fork() with the stop signals blocked; the child unblocks them once it can handle them.
+
+    Otherwise a SIGTERM that lands between fork() and the child's own handlers
+    would run the master's handler in the child and be lost there.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return pid
 
 
 def format_peer(address) -> str:

@@ -46,6 +46,7 @@ class Settings:
     log_file: str | None = None
     log_level: str = "info"
     grace: float = 10.0
+    prefork: int = 0        # idle session processes kept ready (0: fork per session)
     no_fsync: bool = False  # benchmarks only: shows what the durability promise costs
 
 
@@ -80,6 +81,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("cannot be negative")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -104,7 +112,7 @@ CONVERTERS = {
     "root": str, "host": str, "port": _port, "daemon": parse_bool, "pidfile": str,
     "max_clients": _positive_int, "idle_timeout": _seconds, "max_upload": parse_size,
     "read_only": parse_bool, "log_file": str, "log_level": _level, "grace": _seconds,
-    "no_fsync": parse_bool,
+    "no_fsync": parse_bool, "prefork": _count,
 }
 
 
@@ -145,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="debug, info, warning or error (default info)")
     add("--grace", type=typed("grace"), metavar="SECONDS",
         help="how long a stop waits for sessions (default 10)")
+    add("--prefork", type=typed("prefork"), metavar="N",
+        help="keep N session processes ready, each serving sessions one after another "
+             "(default 0: a fresh process per session)")
     add("--config", metavar="FILE", help="INI file with a [shelfd] section")
     add("--version", action="version", version="shelfd %s" % __version__)
     # Benchmarks only: skip the fsyncs that make a stored file durable.

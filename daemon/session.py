@@ -109,10 +109,18 @@ class Session:
         if self.channel.has_buffered_data():
             return True
         watched = [self.sock] if self.stop_fd is None else [self.sock, self.stop_fd]
-        readable, _, _ = select.select(watched, [], [], self.idle_timeout)
-        if not readable or self.stopping:
-            return False
-        return self.sock in readable
+        deadline = time.monotonic() + self.idle_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select(watched, [], [], max(0.0, remaining))
+            if self.stopping or not readable:
+                return False
+            if self.sock in readable:
+                return True
+            try:  # woken by a signal that was not a stop (SIGUSR1 retires a process)
+                os.read(self.stop_fd, 4096)
+            except BlockingIOError:
+                pass
 
     def _reply_fail_and_close(self, reason: str) -> None:
         """FAIL, then half-close and drain briefly so the reply is not lost to a reset."""
@@ -251,6 +259,27 @@ class Session:
         raise EndSession("quit")
 
 
+# Blocked by the master around fork() and unblocked by the child once its own
+# handlers are in place: a stop that arrives in between is delivered late, not lost.
+FORK_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+
+
+def install_child_signals(on_stop, wake_fd: int, on_retire=None) -> None:
+    """A session process's signals: TERM/INT stop, USR1 retires, HUP is the master's.
+
+    SIGXFSZ is ignored so a file-size limit fails a write (EFBIG) instead of
+    killing the session mid-upload.
+    """
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGUSR1, on_retire or signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_BLOCKED)
+
+
 def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeout: float) -> None:
     """The body of a forked session process (the caller leaves via os._exit).
 
@@ -261,16 +290,7 @@ def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeou
     """
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     session = Session(sock, peer, library, idle_timeout, stop_fd=stop_r)
-
-    def on_stop(signum, frame):
-        session.request_stop()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    signal.set_wakeup_fd(stop_w, warn_on_full_buffer=False)
+    install_child_signals(lambda signum, frame: session.request_stop(), stop_w)
     try:
         session.run()
     except ShelfError as exc:

@@ -1,0 +1,91 @@
+"""Pre-forked session processes (``--prefork N``), as Apache's prefork does.
+
+A fresh process per session costs a fork and an exit on the critical path
+of every connection, and with a 15 MB master most of that is copying pages
+on write. With ``--prefork N`` the master keeps N idle session processes
+ready; each one accepts a connection itself, serves that one session, and
+then waits for the next, up to ``SESSIONS_PER_PROCESS`` sessions before it
+exits and the master replaces it. There is still exactly one process per
+live session, and never more than ``--max-clients`` processes.
+
+Worker side (this module's ``worker_main``, in the forked child): a loop of
+poll, accept, tell the master ``B <pid> <peer>``, serve, tell it ``I <pid>``.
+SIGTERM stops it (after the current request); SIGUSR1 retires it (it takes no
+new session, but one it has just accepted is served whole), which is how the
+master shrinks the pool and replaces processes after a reload without racing
+an accept.
+The status lines go through one pipe (writes under PIPE_BUF are atomic).
+Master side: ``daemon.server.Server`` reads them, keeps its idle set topped
+up, and accepts only to say ``BUSY`` when every allowed process is busy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+
+from common.protocol import ShelfError
+from daemon.library import Library
+from daemon.session import Session, install_child_signals
+
+log = logging.getLogger("shelfd")
+
+SESSIONS_PER_PROCESS = 1000
+
+
+def worker_main(listener: socket.socket, status_fd: int, library: Library,
+                idle_timeout: float, format_peer) -> None:
+    """Serve sessions one after another until stopped or worn out (caller _exits)."""
+    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    state = {"stopping": False, "retiring": False, "session": None}
+
+    def on_stop(signum, frame):
+        state["stopping"] = True
+        if state["session"] is not None:
+            state["session"].request_stop()
+
+    def on_retire(signum, frame):
+        # Not a stop: a session this process has just accepted is served whole.
+        state["retiring"] = True
+
+    install_child_signals(on_stop, stop_w, on_retire)
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    poller.register(stop_r, select.POLLIN)
+    pid = os.getpid()
+    served = 0
+    while not state["stopping"] and served < SESSIONS_PER_PROCESS:
+        if state["retiring"]:
+            break
+        poller.poll()
+        if state["stopping"] or state["retiring"]:
+            break
+        try:
+            conn, address = listener.accept()  # the listener is non-blocking: we may lose
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            continue
+        peer = format_peer(address)
+        os.write(status_fd, ("B %d %s\n" % (pid, peer)).encode("utf-8"))
+        conn.setblocking(True)
+        session = Session(conn, peer, library, idle_timeout, stop_fd=stop_r)
+        state["session"] = session
+        try:
+            session.run()
+        except ShelfError as exc:
+            log.warning("%s session failed: %s", peer, exc)
+        finally:
+            state["session"] = None
+            conn.close()
+        served += 1
+        if not (state["stopping"] or state["retiring"]) and served < SESSIONS_PER_PROCESS:
+            os.write(status_fd, b"I %d\n" % pid)
+
+
+def parse_status(data: bytes):
+    """Yield (kind, pid, peer) from the status pipe's lines."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) >= 2 and parts[0] in ("B", "I") and parts[1].isdigit():
+            yield parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""
