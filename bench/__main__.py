@@ -47,6 +47,12 @@ class Server:
         self.proc = None
         self.port = None
 
+    def spawn(self, command) -> None:
+        """Start the server's process quietly and wait until its port answers."""
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_port(self.port)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -104,10 +110,8 @@ class HttpServer(Server):
     def __init__(self, folder):
         super().__init__("python -m http.server")
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port),
-                                      "--bind", "127.0.0.1", "--directory", folder],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        self.spawn([sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
+                    "--directory", folder])
 
 
 class Nginx(Server):
@@ -128,9 +132,7 @@ events { worker_connections 1024; }
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   server { listen 127.0.0.1:%d; root %s; } }
 """ % (prefix, prefix, self.port, folder))
-        self.proc = subprocess.Popen([binary, "-p", prefix, "-c", conf, "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        self.spawn([binary, "-p", prefix, "-c", conf, "-g", "daemon off;"])
 
 
 class PyFtpdlib(Server):
@@ -140,10 +142,8 @@ class PyFtpdlib(Server):
         super().__init__("pyftpdlib")
         import pyftpdlib  # noqa: F401 - missing means "not installed"
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1",
-                                      "-p", str(self.port), "-d", folder, "-w"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        self.spawn([sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(self.port),
+                    "-d", folder, "-w"])
 
 
 class Vsftpd(Server):
@@ -177,9 +177,7 @@ max_clients=0
 max_per_ip=0
 use_sendfile=YES
 """ % (self.port, folder))
-        self.proc = subprocess.Popen([binary, conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        self.spawn([binary, conf])
 
 
 # -- one operation against any server ---------------------------------------------

@@ -215,18 +215,23 @@ def test_verify_catches_a_corrupted_download(shelfd, library, tmp_path):
     assert not (tmp_path / ".bad.bin.shelf-part").exists()
 
 
+def start_download(port: int, target, part) -> subprocess.Popen:
+    """``shelf-cli get big.bin TARGET`` in the background, once its first bytes landed."""
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "--port", str(port), "get",
+                             "big.bin", str(target)], stderr=subprocess.PIPE,
+                            env=python_env(), cwd=str(ROOT))
+    wait_for(lambda: part.exists() and part.stat().st_size > 0, interval=0.0005,
+             what="the download to start")
+    return proc
+
+
 def test_interrupted_get_leaves_nothing_at_dest_and_continue_finishes(daemon_factory, library,
                                                                     tmp_path):
     data = os.urandom(256 << 20)
     (library / "big.bin").write_bytes(data)
     daemon = daemon_factory(library)
-    target = tmp_path / "big.bin"
-    part = tmp_path / ".big.bin.shelf-part"
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "--port", str(daemon.port), "get",
-                             "big.bin", str(target)], stderr=subprocess.PIPE,
-                            env=python_env(), cwd=str(ROOT))
-    wait_for(lambda: part.exists() and part.stat().st_size > 0, interval=0.0005,
-             what="the download to start")
+    target, part = tmp_path / "big.bin", tmp_path / ".big.bin.shelf-part"
+    proc = start_download(daemon.port, target, part)
     proc.send_signal(signal.SIGSTOP)
     for pid in daemon.children():
         os.kill(pid, signal.SIGKILL)
@@ -249,13 +254,8 @@ def test_interrupted_get_leaves_nothing_at_dest_and_continue_finishes(daemon_fac
 
 def test_ctrl_c_leaves_no_partial_file_and_exits_130(shelfd, library, tmp_path):
     (library / "big.bin").write_bytes(os.urandom(256 << 20))
-    target = tmp_path / "big.bin"
-    part = tmp_path / ".big.bin.shelf-part"
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "--port", str(shelfd.port), "get",
-                             "big.bin", str(target)], stderr=subprocess.PIPE,
-                            env=python_env(), cwd=str(ROOT))
-    wait_for(lambda: part.exists() and part.stat().st_size > 0, interval=0.0005,
-             what="the download to start")
+    target, part = tmp_path / "big.bin", tmp_path / ".big.bin.shelf-part"
+    proc = start_download(shelfd.port, target, part)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     if proc.returncode == 0:

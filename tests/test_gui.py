@@ -14,7 +14,7 @@ import tkinter as tk
 
 import pytest
 
-from helpers import Daemon, Raw, wait_for
+from helpers import wait_for
 
 pytestmark = pytest.mark.gui
 
