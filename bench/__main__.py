@@ -681,8 +681,10 @@ NOTES = """## What was changed for speed, and why
 
 * GET sends with `socket.sendfile()` (zero copy); files up to 256 KiB go out with their
   reply line in one `sendall` (one syscall, one segment for small files).
-* PUT receives with `recv_into` a reused 1 MiB buffer and `os.write`s the view: no
-  per-chunk allocation.
+* **PUT moves the bytes with `splice()`** (socket → pipe → file, in the kernel): with
+  fsync off, 1 GiB uploads went from 0.90× to 0.99–1.02× the `recv_into` + `write`
+  limit in side-by-side runs (`SHELF_NO_SPLICE=1` in shelfd's environment gives the
+  old path back for comparison, and it stays the fallback where `splice` is refused).
 * The client library reads payloads the same way and sends uploads with `sendfile()`.
 * The master process stays small (no GUI or client imports) and calls `gc.freeze()`
   before its accept loop, so a fork copies few pages; it reaps before each accept so a

@@ -18,7 +18,11 @@ name is checked by ``validate_name`` before anything touches a disk.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import re
+import select
 import socket
 
 VERSION = 1
@@ -41,6 +45,8 @@ EXISTS = "EXISTS"
 NO_SUCH_FILE = "no such file"
 LINE_TOO_LONG = "line too long"
 
+_SPLICE = hasattr(os, "splice") and not os.environ.get("SHELF_NO_SPLICE")
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _DECIMAL = re.compile(rb"[0-9]{1,19}")
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _MUST_ENCODE = frozenset(range(0x00, 0x21)) | {0x25, 0x7F}
@@ -157,6 +163,7 @@ class Channel:
         self.sock = sock
         self._buffer = bytearray()
         self._chunk = None  # the large receive buffer, made on first payload
+        self._pipe = None   # the splice() pipe, made on first upload
 
     # reading ---------------------------------------------------------------
 
@@ -240,6 +247,74 @@ class Channel:
         elif progress is not None:
             progress(done)
 
+    def read_exact_to_fd(self, fd: int, count: int) -> OSError | None:
+        """Move ``count`` payload bytes into the file descriptor ``fd``.
+
+        Linux ``splice()`` moves them socket -> pipe -> file without copying
+        them through Python; elsewhere (or where the file system refuses
+        splice) this falls back to ``recv_into`` + ``os.write``. A write error
+        (disk full) does not stop the reading: the rest is read and dropped so
+        the framing holds, and the first such error is returned.
+        ConnectionLost as in ``read_exact_into``.
+        """
+        done = 0
+        error = None
+
+        def write_all(view) -> None:
+            nonlocal error
+            while view and error is None:
+                try:
+                    view = view[os.write(fd, view):]
+                except OSError as exc:
+                    error = exc
+
+        if self._buffer:
+            take = min(len(self._buffer), count)
+            write_all(memoryview(self._buffer)[:take])
+            del self._buffer[:take]
+            done = take
+        if done < count and error is None and _SPLICE:
+            done, error = self._splice(fd, done, count)
+        if done < count:
+            self.read_exact_into(write_all if error is None else (lambda view: None),
+                                 count - done)
+        return error
+
+    def _splice(self, fd: int, done: int, count: int) -> tuple[int, OSError | None]:
+        if self._pipe is None:
+            self._pipe = os.pipe2(os.O_CLOEXEC)
+            try:
+                fcntl.fcntl(self._pipe[1], _F_SETPIPE_SZ, CHUNK)
+            except OSError:
+                pass  # the default pipe size works, only slower
+        pipe_r, pipe_w = self._pipe
+        sock_fd = self.sock.fileno()
+        timeout = self.sock.gettimeout()
+        while done < count:
+            try:
+                moved = os.splice(sock_fd, pipe_w, min(CHUNK, count - done),
+                                  flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                if not select.select([sock_fd], [], [], timeout)[0]:
+                    raise ConnectionLost("timed out in the middle of a transfer") from None
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EINVAL and done == 0:
+                    return done, None  # cannot splice here: read_exact_into does it
+                raise ConnectionLost("connection lost: %s" % (exc.strerror or exc)) from None
+            if not moved:
+                raise ConnectionLost("connection closed after %d of %d bytes" % (done, count))
+            left = moved
+            while left:
+                try:
+                    left -= os.splice(pipe_r, fd, left, flags=os.SPLICE_F_MOVE)
+                except OSError as exc:
+                    while left:  # empty the pipe; the caller drops the rest
+                        left -= len(os.read(pipe_r, left))
+                    return done + moved, exc
+            done += moved
+        return done, None
+
     def discard(self, count: int) -> None:
         """Read and drop ``count`` payload bytes (keeps the framing in step)."""
         self.read_exact_into(lambda view: None, count)
@@ -299,6 +374,10 @@ class Channel:
                 progress(done)
 
     def close(self) -> None:
+        if self._pipe is not None:
+            for pipe_fd in self._pipe:
+                os.close(pipe_fd)
+            self._pipe = None
         try:
             self.sock.close()
         except OSError:

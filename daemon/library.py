@@ -247,20 +247,7 @@ class Upload:
                               0o600, dir_fd=dir_fd)
         except OSError as exc:
             raise LibraryError("cannot store: %s" % exc.strerror.lower()) from None
-        self.error: OSError | None = None
-        self.written = 0
-
-    def write(self, view) -> None:
-        """Write one received piece; after an error, keep draining silently."""
-        if self.error is not None:
-            return
-        try:
-            while view:
-                count = os.write(self.fd, view)
-                view = view[count:]
-                self.written += count
-        except OSError as exc:
-            self.error = exc
+        self.error: OSError | None = None  # a write error met while the bytes were drained
 
     def commit(self, name: str) -> None:
         """fsync, link to ``name`` (NameTaken if another session won), fsync the folder."""

@@ -226,11 +226,10 @@ class Session:
         upload = self.library.begin_upload()
         try:
             self.reply(OK)
-            self.channel.read_exact_into(upload.write, size)
+            upload.error = self.channel.read_exact_to_fd(upload.fd, size)
         except (ConnectionLost, ConnectionClosed) as exc:
             upload.abort()
-            raise EndSession("upload of %s broken after %d of %d bytes: %s"
-                             % (name, upload.written, size, exc)) from None
+            raise EndSession("upload of %s broken: %s" % (name, exc)) from None
         except BaseException:
             upload.abort()
             raise

@@ -230,7 +230,7 @@ def test_disconnect_mid_put_leaves_nothing(shelfd, library):
              what="the upload's temporary")
     conn.close()
     wait_for(lambda: os.listdir(library) == [], what="the temporary to be removed")
-    wait_for(lambda: "broken after" in shelfd.log(), what="the log line")
+    wait_for(lambda: "broken: connection closed after" in shelfd.log(), what="the log line")
     with shelfd.connect() as again:
         assert again.request("LIST") == "EMPTY"
 
