@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="resume a download that was cut")
     get.add_argument("--verify", action="store_true", help="check the SHA-256 before saving")
 
-    put = sub.add_parser("put", help="upload files", description="Upload FILEs (- is stdin).")
+    put = sub.add_parser("put", help="upload files",
+                         description="Upload FILEs (- is stdin). `put FILE NAME` stores FILE as "
+                                     "NAME when NAME is not a local file.")
     put.add_argument("files", nargs="+", metavar="FILE")
     put.add_argument("--as", dest="name", metavar="NAME", help="the name in the library")
     put.add_argument("--size", type=int, help="byte count, with - (stdin)")
@@ -127,8 +129,14 @@ def run(args) -> int:
     if args.command == "shell":
         from cli.shell import run_shell
         return run_shell(args.host, args.port, args.timeout)
-    if args.command == "put" and args.name and len(args.files) > 1:
-        raise commands.LocalError("--as NAME works with one file only")
+    if args.command == "put":
+        # INTERFACE.md's form `put FILE NAME`: a second word that is no local file
+        # is the name in the library (`put FILE... --as NAME` is the other spelling).
+        if (not args.name and len(args.files) == 2 and not os.path.lexists(args.files[1])
+                and (args.files[0] == "-" or os.path.lexists(args.files[0]))):
+            args.files, args.name = [args.files[0]], args.files[1]
+        if args.name and len(args.files) > 1:
+            raise commands.LocalError("--as NAME works with one file only")
     if args.command == "get":
         names, dest = (args.names, None) if len(args.names) == 1 else (args.names[:-1],
                                                                         args.names[-1])

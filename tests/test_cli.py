@@ -101,6 +101,17 @@ def test_put_several_files_in_one_session_and_as(shelfd, library, tmp_path):
     assert shelfd.log().count("session started") == 2
 
 
+def test_put_file_name_as_in_the_interface(shelfd, library, tmp_path):
+    source = tmp_path / "local.txt"
+    source.write_text("interface form")
+    result = cli(shelfd, "put", str(source), "in library.txt")
+    assert result.returncode == 0, err(result)
+    assert (library / "in library.txt").read_text() == "interface form"
+    piped = cli(shelfd, "put", "-", "piped name.txt", "--size", "3", input=b"abc")
+    assert piped.returncode == 0, err(piped)
+    assert (library / "piped name.txt").read_bytes() == b"abc"
+
+
 def test_put_from_stdin(shelfd, library):
     result = cli(shelfd, "put", "-", "--as", "piped.txt", "--size", "11", input=b"from a pipe")
     assert result.returncode == 0, err(result)
