@@ -290,6 +290,7 @@ class Channel:
         pipe_r, pipe_w = self._pipe
         sock_fd = self.sock.fileno()
         timeout = self.sock.gettimeout()
+        started = done
         while done < count:
             try:
                 moved = os.splice(sock_fd, pipe_w, min(CHUNK, count - done),
@@ -299,7 +300,7 @@ class Channel:
                     raise ConnectionLost("timed out in the middle of a transfer") from None
                 continue
             except OSError as exc:
-                if exc.errno == errno.EINVAL and done == 0:
+                if exc.errno == errno.EINVAL and done == started:
                     return done, None  # cannot splice here: read_exact_into does it
                 raise ConnectionLost("connection lost: %s" % (exc.strerror or exc)) from None
             if not moved:
@@ -309,9 +310,18 @@ class Channel:
                 try:
                     left -= os.splice(pipe_r, fd, left, flags=os.SPLICE_F_MOVE)
                 except OSError as exc:
-                    while left:  # empty the pipe; the caller drops the rest
-                        left -= len(os.read(pipe_r, left))
-                    return done + moved, exc
+                    pending = bytearray()
+                    while len(pending) < left:  # empty the pipe
+                        pending += os.read(pipe_r, left - len(pending))
+                    if exc.errno != errno.EINVAL:
+                        return done + moved, exc  # disk full: the caller drops the rest
+                    try:  # this file system takes no splice: write, and read_exact_into goes on
+                        view = memoryview(pending)
+                        while view:
+                            view = view[os.write(fd, view):]
+                    except OSError as write_error:
+                        return done + moved, write_error
+                    return done + moved, None
             done += moved
         return done, None
 
