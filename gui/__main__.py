@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ShelfApp(root, host=args.host, port=args.port, theme=args.theme)
     except Exception as exc:  # noqa: BLE001 - one friendly line instead of a traceback
-        from gui.app import write_crash_log
+        from gui.desktop import write_crash_log
         import traceback
         path = write_crash_log(traceback.format_exc())
         sys.stderr.write("shelf: could not start: %s%s\n"

@@ -22,11 +22,11 @@ import traceback
 from tkinter import ttk
 
 from common import __version__
-from common.files import unused_name
 from common.humanize import human_size
 from common.protocol import DEFAULT_PORT, is_valid_name
 from gui import settings as settings_module
-from gui.dialogs import CANCEL, KEEP_BOTH, OVERWRITE, SKIP, ConfirmDialog, ConflictDialog
+from gui.desktop import apply_theme, set_window_icon, write_crash_log
+from gui.dialogs import ConfirmDialog, resolve_conflicts
 from gui.panes import LocalPane, RemotePane, make_icons
 from gui.remote import Connected, Disconnected, Listed, RemoteFailed, RemoteWorker
 from gui.transfers import (DOWNLOAD, UPLOAD, Finished, Progress, State, TransferList,
@@ -417,66 +417,16 @@ class ShelfApp:
 
     def _resolve_conflicts(self, items, taken, where, allow_overwrite, enqueue,
                            local_names=False) -> None:
-        """Queue ``items``, asking what to do with each name already ``taken``.
+        """Queue ``items``; names already ``taken`` are asked about (see dialogs)."""
+        def show(dialog):
+            self.active_dialog = dialog
 
-        Asks one conflict at a time with a ConflictDialog (whose answer comes
-        back through a callback), so the event loop keeps running.
-        """
-        taken = set(taken)
-        pending = list(items)
-        sticky = {}
+        def cancelled():
+            self.status_var.set("Cancelled")
 
-        def target_name(item):
-            return os.path.basename(item["path"]) if local_names else item["name"]
-
-        def step():
-            while pending:
-                item = pending[0]
-                name = target_name(item)
-                if name not in taken:
-                    pending.pop(0)
-                    taken.add(name)
-                    enqueue(item)
-                    continue
-                if "choice" in sticky:
-                    pending.pop(0)
-                    apply(item, sticky["choice"])
-                    continue
-                remaining = sum(1 for other in pending[1:] if target_name(other) in taken)
-                self.active_dialog = ConflictDialog(
-                    self.root, name, where, on_answer, allow_overwrite, remaining,
-                    suggestion=unused_name(name, taken))
-                return
-            self.active_dialog = None
-
-        def apply(item, choice):
-            if choice == KEEP_BOTH:
-                new_name = unused_name(target_name(item), taken)
-                if local_names:
-                    item["path"] = os.path.join(os.path.dirname(item["path"]), new_name)
-                else:
-                    item["name"] = new_name
-                taken.add(new_name)
-                enqueue(item)
-            elif choice == OVERWRITE:
-                item["overwrite"] = True
-                enqueue(item)
-            elif choice == SKIP:
-                self.log_message("Skipped %s" % target_name(item))
-
-        def on_answer(choice, apply_to_all):
-            self.active_dialog = None
-            if choice == CANCEL:
-                pending.clear()
-                self.status_var.set("Cancelled")
-                return
-            item = pending.pop(0)
-            if apply_to_all:
-                sticky["choice"] = choice
-            apply(item, choice)
-            step()
-
-        step()
+        resolve_conflicts(self.root, items, taken, where, allow_overwrite, enqueue, show,
+                          lambda name: self.log_message("Skipped %s" % name), cancelled,
+                          local_names)
 
     def cancel_selected(self) -> None:
         self.transfers.cancel(self.transfer_list.selected_ids())
@@ -697,54 +647,3 @@ class ShelfApp:
         s.local_sort = [self.local.sort_column, self.local.sort_descending]
         s.remote_sort = [self.remote.sort_column, self.remote.sort_descending]
         settings_module.save(s, self.settings_path)
-
-
-def set_window_icon(root: tk.Tk) -> None:
-    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-    try:
-        icons = [tk.PhotoImage(master=root, file=os.path.join(folder, "shelf-%d.png" % size))
-                 for size in (128, 48)]
-        root.iconphoto(True, *icons)
-        root._shelf_icons = icons  # keep them alive as long as the window
-    except tk.TclError as exc:
-        log.info("window icon unavailable: %s", exc)
-
-
-def apply_theme(root: tk.Tk, theme: str | None = None) -> str:
-    """sv-ttk in the system's light or dark mode; plain ttk if it cannot load."""
-    mode = (theme or os.environ.get("SHELF_THEME") or system_theme()).lower()
-    if mode not in ("light", "dark"):
-        mode = "light"
-    try:
-        import sv_ttk
-        sv_ttk.set_theme(mode, root)
-    except (ImportError, tk.TclError) as exc:
-        log.info("sv-ttk theme unavailable: %s", exc)
-        return "default"
-    return mode
-
-
-def system_theme() -> str:
-    """'dark' when the desktop asks for it (GNOME's color-scheme), else 'light'."""
-    import shutil
-    import subprocess
-    if not shutil.which("gsettings"):
-        return "light"
-    try:
-        result = subprocess.run(["gsettings", "get", "org.gnome.desktop.interface",
-                                 "color-scheme"], capture_output=True, text=True, timeout=1)
-    except (OSError, subprocess.SubprocessError):
-        return "light"
-    return "dark" if "dark" in result.stdout else "light"
-
-
-def write_crash_log(text: str) -> str | None:
-    try:
-        folder = settings_module.state_dir()
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, "shelf-gui.log")
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
-        return path
-    except OSError:
-        return None

@@ -8,8 +8,11 @@ Cancel). Tests ``invoke()`` the same buttons a person clicks.
 
 from __future__ import annotations
 
+import os
 import tkinter as tk
 from tkinter import ttk
+
+from common.files import unused_name
 
 SKIP = "skip"
 KEEP_BOTH = "keep_both"
@@ -117,3 +120,70 @@ class ConfirmDialog(Dialog):
                          lambda value: on_answer(bool(value)), default=False, detail=detail)
         self.protocol("WM_DELETE_WINDOW", lambda: self.answer(False))
         self.bind("<Escape>", lambda e: self.answer(False))
+
+
+def resolve_conflicts(root, items, taken, where, allow_overwrite, enqueue, show, skipped,
+                      cancelled, local_names=False) -> None:
+    """Hand each of ``items`` to ``enqueue``, asking about every name already ``taken``.
+
+    One ConflictDialog at a time, answered through a callback, so the event
+    loop keeps running; ``show(dialog or None)`` tells the app which dialog is
+    up. Keep both renames to the first free ``name (2).ext``; Overwrite (only
+    when allowed) marks the item; "apply to all" answers the rest the same
+    way; Cancel drops the rest of the batch. Items are dicts with ``name``,
+    ``path`` and ``overwrite``; ``local_names`` says which of them can clash.
+    """
+    taken = set(taken)
+    pending = list(items)
+    sticky = {}
+
+    def target_name(item):
+        return os.path.basename(item["path"]) if local_names else item["name"]
+
+    def step():
+        while pending:
+            item = pending[0]
+            name = target_name(item)
+            if name not in taken:
+                pending.pop(0)
+                taken.add(name)
+                enqueue(item)
+                continue
+            if "choice" in sticky:
+                pending.pop(0)
+                apply(item, sticky["choice"])
+                continue
+            remaining = sum(1 for other in pending[1:] if target_name(other) in taken)
+            show(ConflictDialog(root, name, where, on_answer, allow_overwrite, remaining,
+                                suggestion=unused_name(name, taken)))
+            return
+        show(None)
+
+    def apply(item, choice):
+        if choice == KEEP_BOTH:
+            new_name = unused_name(target_name(item), taken)
+            if local_names:
+                item["path"] = os.path.join(os.path.dirname(item["path"]), new_name)
+            else:
+                item["name"] = new_name
+            taken.add(new_name)
+            enqueue(item)
+        elif choice == OVERWRITE:
+            item["overwrite"] = True
+            enqueue(item)
+        elif choice == SKIP:
+            skipped(target_name(item))
+
+    def on_answer(choice, apply_to_all):
+        show(None)
+        if choice == CANCEL:
+            pending.clear()
+            cancelled()
+            return
+        item = pending.pop(0)
+        if apply_to_all:
+            sticky["choice"] = choice
+        apply(item, choice)
+        step()
+
+    step()
