@@ -274,13 +274,19 @@ class Channel:
             del self._buffer[:take]
             done = take
         if done < count and error is None and _SPLICE:
-            done, error = self._splice(fd, done, count)
+            done, splice_error = self._splice(fd, done, count, write_all)
+            error = error or splice_error
         if done < count:
             self.read_exact_into(write_all if error is None else (lambda view: None),
                                  count - done)
         return error
 
-    def _splice(self, fd: int, done: int, count: int) -> tuple[int, OSError | None]:
+    def _splice(self, fd: int, done: int, count: int, write) -> tuple[int, OSError | None]:
+        """splice() socket -> pipe -> ``fd``; (bytes done, a write error or None).
+
+        Returns early with done < count when splice cannot be used here; the
+        bytes already in the pipe then go through ``write``.
+        """
         if self._pipe is None:
             self._pipe = os.pipe2(os.O_CLOEXEC)
             try:
@@ -315,12 +321,7 @@ class Channel:
                         pending += os.read(pipe_r, left - len(pending))
                     if exc.errno != errno.EINVAL:
                         return done + moved, exc  # disk full: the caller drops the rest
-                    try:  # this file system takes no splice: write, and read_exact_into goes on
-                        view = memoryview(pending)
-                        while view:
-                            view = view[os.write(fd, view):]
-                    except OSError as write_error:
-                        return done + moved, write_error
+                    write(memoryview(pending))  # this file system takes no splice
                     return done + moved, None
             done += moved
         return done, None

@@ -49,7 +49,7 @@ class Server:
         self.refused = 0
         # --prefork: idle session processes waiting in accept(), and the pipe
         # on which they say when they become busy or idle again.
-        self.prefork = getattr(settings, "prefork", 0)
+        self.prefork = settings.prefork
         self.idle: set[int] = set()
         self.stale: set[int] = set()  # started before a reload: replace when idle
         self._status = b""
@@ -151,10 +151,9 @@ class Server:
                     continue
                 raise
             peer = format_peer(address)
-            if len(self.children) >= self.settings.max_clients:
+            # With --prefork the master accepts only when every process is busy.
+            if len(self.children) >= self.settings.max_clients or self.prefork:
                 self._refuse(conn, peer)
-            elif self.prefork:
-                self._refuse(conn, peer)  # not reached: we only accept when all are busy
             else:
                 self._fork_session(conn, peer)
 
@@ -169,22 +168,38 @@ class Server:
         finally:
             conn.close()
 
-    def _fork_session(self, conn: socket.socket, peer: str) -> None:
+    def _fork_child(self, what: str, body) -> int | None:
+        """Fork a child that runs ``body()``; its pid, or None if fork failed.
+
+        The child drops the master's wakeup pipe (and status pipe) and can
+        only leave through ``os._exit`` in a ``finally``.
+        """
         try:
             pid = fork_with_stops_blocked()
         except OSError as exc:
-            log.error("%s cannot fork a session: %s", peer, exc.strerror)
-            self._refuse(conn, peer)
-            return
+            log.error("cannot fork %s: %s", what, exc.strerror)
+            return None
         if pid == 0:
             status = 1
             try:
-                self._become_session(conn, peer)
+                signal.set_wakeup_fd(-1)
+                for fd in (self._wake_r, self._wake_w) + ((self._status_r,) if self.prefork
+                                                          else ()):
+                    os.close(fd)
+                body()
                 status = 0
             except BaseException:  # noqa: BLE001 - a child must never return into the loop
-                log.exception("%s session crashed", peer)
+                log.exception("%s crashed", what)
             finally:
                 os._exit(status)
+        return pid
+
+    def _fork_session(self, conn: socket.socket, peer: str) -> None:
+        pid = self._fork_child("the session of %s" % peer,
+                               lambda: self._become_session(conn, peer))
+        if pid is None:
+            self._refuse(conn, peer)
+            return
         conn.close()
         self.children[pid] = peer
         self.served += 1
@@ -192,9 +207,6 @@ class Server:
 
     def _become_session(self, conn: socket.socket, peer: str) -> None:
         self.listener.close()
-        signal.set_wakeup_fd(-1)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
         conn.setblocking(True)
         serve_in_child(conn, peer, self.library, self.settings.idle_timeout)
 
@@ -216,24 +228,11 @@ class Server:
 
     def _fork_worker(self) -> bool:
         from daemon.prefork import worker_main
-        try:
-            pid = fork_with_stops_blocked()
-        except OSError as exc:
-            log.error("cannot fork a session process: %s", exc.strerror)
+        pid = self._fork_child("a session process", lambda: worker_main(
+            self.listener, self._status_w, self.library, self.settings.idle_timeout,
+            format_peer))
+        if pid is None:
             return False
-        if pid == 0:
-            status = 1
-            try:
-                signal.set_wakeup_fd(-1)
-                for fd in (self._wake_r, self._wake_w, self._status_r):
-                    os.close(fd)
-                worker_main(self.listener, self._status_w, self.library,
-                            self.settings.idle_timeout, format_peer)
-                status = 0
-            except BaseException:  # noqa: BLE001 - a child must never return into the loop
-                log.exception("session process crashed")
-            finally:
-                os._exit(status)
         self.children[pid] = "idle"
         self.idle.add(pid)
         return True
@@ -340,10 +339,7 @@ class Server:
 
     def _signal_children(self, signum: int) -> None:
         for pid in list(self.children):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+            self._signal(pid, signum)
 
     def _wait_for_signal(self, timeout: float) -> None:
         import select
