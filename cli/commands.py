@@ -15,8 +15,8 @@ import sys
 from contextlib import contextmanager
 
 from common.client import Client, Exists
-from common.files import (DestinationExists, LocalError, Partial, VerifyFailed,  # noqa: F401
-                          download_atomically, part_path)
+from common.files import (DestinationExists, LocalError, Partial, download_atomically,
+                          resume_offset)
 from common.humanize import display_width, human_size, local_time, pad
 
 
@@ -113,9 +113,7 @@ def cmd_get(client: Client, name: str, target: str, force: bool = False,
     if os.path.lexists(target) and not force:
         raise DestinationExists("%s already exists (use --force to replace it)" % target)
     size = client.stat(name).size
-    offset = 0
-    if resume and os.path.isfile(part_path(target)):
-        offset = min(os.path.getsize(part_path(target)), size)
+    offset = resume_offset(target, size) if resume else 0
     with progress_bar(name, size, show_progress, initial=offset) as progress:
         try:
             return download_atomically(client, name, target, overwrite=force, resume=resume,

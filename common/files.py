@@ -37,6 +37,17 @@ def part_path(target: str) -> str:
     return os.path.join(folder, "." + base + PART_SUFFIX)
 
 
+def resume_offset(target: str, size: int) -> int:
+    """Where a resumed download of a ``size``-byte file into ``target`` starts.
+
+    The bytes kept in its part file, or 0 when there are none or more than the
+    file has (then the part file cannot be a prefix of it: start over).
+    """
+    temp = part_path(target)
+    kept = os.path.getsize(temp) if os.path.isfile(temp) else 0
+    return kept if kept <= size else 0
+
+
 def download_atomically(client: Client, name: str, target: str, *, overwrite: bool = False,
                         resume: bool = False, keep_partial: bool = False, verify: bool = False,
                         progress=None, cancel=None, size: int | None = None) -> int:
@@ -53,11 +64,9 @@ def download_atomically(client: Client, name: str, target: str, *, overwrite: bo
     if not os.path.isdir(folder):
         raise LocalError("no such folder: %s" % folder)
     temp = part_path(target)
-    offset = os.path.getsize(temp) if resume and os.path.isfile(temp) else 0
     if size is None:
         size = client.stat(name).size
-    if offset > size:
-        offset = 0  # the part file cannot be a prefix of this file: start over
+    offset = resume_offset(target, size) if resume else 0
     absolute = (lambda done: progress(offset + done)) if progress else None
     keep = False
     try:

@@ -52,7 +52,6 @@ class ShelfApp:
         self.active_dialog = None
         self._drag = None
         self._refresh_pending = None
-        self.tick_count = 0
 
         root.title("Shelf")
         set_window_icon(root)
@@ -220,7 +219,6 @@ class ShelfApp:
 
     def _drain(self) -> None:
         """UI thread only: handle at most MAX_BATCH messages, then come back."""
-        self.tick_count += 1
         for _ in range(MAX_BATCH):
             try:
                 message = self.events.get_nowait()
@@ -235,7 +233,6 @@ class ShelfApp:
     def _dispatch(self, message) -> None:
         if isinstance(message, (Progress, Finished)):
             self.transfers.handle(message)
-            self._update_queue_label()
         elif isinstance(message, Connected):
             self._connected(message)
         elif isinstance(message, Listed):
@@ -435,7 +432,6 @@ class ShelfApp:
         if not self.connected:
             self.log_message("Connect to a library first", "error")
         retried = self.transfers.retry(self.transfer_list.selected_ids())
-        self._update_queue_label()
         if retried:
             self.log_message("Retrying %d transfer%s" % (len(retried),
                                                           "" if len(retried) == 1 else "s"))
@@ -448,6 +444,7 @@ class ShelfApp:
     # -- transfer outcomes -------------------------------------------------------------
 
     def _transfer_changed(self, transfer) -> None:
+        """Every change of a transfer (the manager's on_change): its row and the queue label."""
         self.transfer_list.show(transfer)
         self._update_queue_label()
 
@@ -470,7 +467,6 @@ class ShelfApp:
             self.status_var.set("%s of %s failed: %s" % (what, transfer.name, transfer.error))
         elif transfer.state is State.CANCELLED:
             self.log_message("Cancelled %s" % transfer.name)
-        self._update_queue_label()
 
     def _update_queue_label(self) -> None:
         running = len(self.transfers.running)
