@@ -47,7 +47,7 @@ LINE_TOO_LONG = "line too long"
 
 _SPLICE = hasattr(os, "splice") and not os.environ.get("SHELF_NO_SPLICE")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_DECIMAL = re.compile(rb"[0-9]{1,19}")
+_DECIMAL = re.compile(rb"0*([0-9]{1,19})")  # leading zeros are allowed, not counted
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _MUST_ENCODE = frozenset(range(0x00, 0x21)) | {0x25, 0x7F}
 
@@ -144,9 +144,13 @@ def parse_decimal(token: bytes | str, what: str) -> int:
     """Parse a non-negative decimal of ASCII digits only (no sign, no spaces)."""
     if isinstance(token, str):
         token = token.encode("utf-8", "replace")
-    if not _DECIMAL.fullmatch(token):
+    match = _DECIMAL.fullmatch(token)
+    if not match:
         raise ProtocolError("%s is not a decimal" % what)
-    return int(token)
+    value = int(match.group(1))
+    if value >= 1 << 63:
+        raise ProtocolError("%s is too large" % what)
+    return value
 
 
 # -- framing ---------------------------------------------------------------
@@ -336,8 +340,18 @@ class Channel:
         self.send_raw(text.encode("utf-8") + b"\n")
 
     def send_raw(self, data: bytes) -> None:
+        """Send all of ``data``; the socket's timeout bounds each wait for progress.
+
+        (``sendall`` would bound the whole call: a peer reading a long reply
+        slowly but steadily is not idle.)
+        """
         try:
-            self.sock.sendall(data)
+            if len(data) <= 65536:
+                self.sock.sendall(data)
+                return
+            view = memoryview(data)
+            while view:
+                view = view[self.sock.send(view):]
         except socket.timeout:
             raise ConnectionLost("timed out sending to the peer") from None
         except OSError as exc:

@@ -25,7 +25,10 @@ log = logging.getLogger("shelfd")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = service.build_parser().parse_args(argv)
+    absolute_paths(args)
     try:
+        if args.check_config:
+            return check_config(args)
         return run(args, argv)
     except ShelfError as exc:
         sys.stderr.write("shelfd: %s\n" % exc)
@@ -34,57 +37,93 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def absolute_paths(args) -> None:
+    """Paths mean what they meant where the command was typed, also after detaching."""
+    for name in ("root", "pidfile", "log_file", "config"):
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, os.path.abspath(value))
+
+
+def check_config(args) -> int:
+    """--check-config: everything a start would check short of taking the port."""
+    settings = service.merge_settings(args)
+    service.check_paths(settings)
+    if settings.log_file:
+        service.open_log_handler(settings).close()
+    print("config ok: would serve %s on %s:%d%s" % (
+        settings.root, settings.host, settings.port, " read-only" if settings.read_only else ""))
+    return 0
+
+
 def run(args, argv: list[str]) -> int:
     settings = service.merge_settings(args)
     service.configure_logging(settings)
+    if settings.daemon and not args.detached_fds and not settings.log_file:
+        service.open_syslog().close()  # refuse now, while the user still sees stderr
     library = Library(settings.root, settings.read_only, settings.max_upload,
                       durable=not settings.no_fsync)
     if settings.no_fsync:
         log.warning("--no-fsync: stored files are not flushed to disk (benchmarks only)")
     pidfile = PidFile(settings.pidfile) if settings.pidfile else None
     status_fd = None
-    if args.detached_fds:  # we are the re-executed half of a frozen --daemon
-        listen_fd, status_fd = (int(fd) for fd in args.detached_fds.split(","))
-        listener = socket.socket(fileno=listen_fd)
-        listener.set_inheritable(False)
-        os.umask(0o022)
-    else:
-        if pidfile:
-            pidfile.check()
-        listener = listen(settings)
-        if settings.daemon:
-            if getattr(sys, "frozen", False):
-                service.detach_reexec(argv, listener)
-            status_fd = service.detach_classic()
+    try:
+        if args.detached_fds:  # we are the re-executed half of a frozen --daemon
+            fds = [int(fd) for fd in args.detached_fds.split(",")]
+            listener = socket.socket(fileno=fds[0])
+            listener.set_inheritable(False)
+            status_fd = fds[1]
+            if pidfile and len(fds) > 2:
+                pidfile.fd = fds[2]  # the lock our launcher took
+                os.set_inheritable(pidfile.fd, False)
+            os.chdir("/")
+            os.umask(0o022)
+        else:
+            if pidfile:
+                pidfile.acquire()
+            listener = listen(settings)
+            if settings.daemon:
+                if getattr(sys, "frozen", False):
+                    service.detach_reexec(argv, listener, pidfile.fd if pidfile else None)
+                status_fd = service.detach_classic()
+    except BaseException:
+        if pidfile and status_fd is None:
+            pidfile.release()
+        raise
     if settings.daemon or args.detached_fds:
         service.configure_logging(settings, to_stderr=False)
 
     for name in library.remove_leftovers():
         log.warning("removed %s, an unfinished upload from an earlier run", name)
     server = Server(library, settings, listener)
+    if pidfile:
+        server.master_fds.append(pidfile.fd)
     state = {"settings": settings}
 
     def on_ready():
         try:
             if pidfile:
-                pidfile.create()
+                pidfile.write()
         except ShelfError as exc:
             service.report_to_launcher(status_fd, str(exc))
             raise
         host, port = listener.getsockname()[:2]
         log.info("listening on %s:%d", host, port)
-        log.info("serving %s%s (max %d sessions, idle timeout %g s)", settings.root,
-                 " read-only" if settings.read_only else "", settings.max_clients,
-                 settings.idle_timeout)
+        log.info("serving %s%s (max %d sessions, %d per address, idle timeout %g s)",
+                 settings.root, " read-only" if settings.read_only else "",
+                 settings.max_clients, settings.max_per_ip, settings.idle_timeout)
         warn_about_exposure(settings)
-        service.sd_notify("READY=1\nSTATUS=listening on %s:%d\nMAINPID=%d"
-                          % (host, port, os.getpid()))
+        # No MAINPID=: under a one-file executable the bootloader is the main
+        # process systemd started, and it forwards signals to us.
+        service.sd_notify("READY=1\nSTATUS=listening on %s:%d" % (host, port))
         service.report_to_launcher(status_fd, "ok")
 
     def on_reload():
         service.sd_notify("RELOADING=1")
-        state["settings"] = reload(args, state["settings"], server, library)
-        service.sd_notify("READY=1")
+        try:
+            state["settings"] = reload(args, state["settings"], server, library)
+        finally:
+            service.sd_notify("READY=1")
 
     server.on_ready = on_ready
     server.on_reload = on_reload
@@ -100,7 +139,7 @@ def run(args, argv: list[str]) -> int:
 
 def listen(settings) -> socket.socket:
     try:
-        return open_listener(settings.host, settings.port)
+        return open_listener(settings.host, settings.port, settings.backlog)
     except socket.gaierror as exc:
         raise ShelfError("cannot listen on %s: %s" % (settings.host, exc.strerror)) from None
     except OSError as exc:
@@ -120,8 +159,10 @@ def reload(args, current, server: Server, library: Library):
     """SIGHUP: reopen the log, re-read the config, apply what can change live."""
     try:
         new = service.merge_settings(args)
+        if new.log_file != current.log_file or new.log_level != current.log_level:
+            service.open_log_handler(new, to_stderr=not current.daemon).close()
     except ShelfError as exc:
-        service.configure_logging(current, to_stderr=not current.daemon)
+        reopen_log(current)
         log.error("reload ignored: %s", exc)
         return current
     changed = [f.name for f in fields(new) if getattr(new, f.name) != getattr(current, f.name)]
@@ -130,7 +171,7 @@ def reload(args, current, server: Server, library: Library):
     server.settings = applied
     library.read_only = applied.read_only
     library.max_upload = applied.max_upload
-    service.configure_logging(applied, to_stderr=not applied.daemon)
+    reopen_log(applied)
     if server.prefork:
         server.retire_workers()  # their settings are the old ones
     if live:
@@ -142,6 +183,14 @@ def reload(args, current, server: Server, library: Library):
         if name not in live:
             log.warning("reload: %s changed, takes effect after a restart", name)
     return applied
+
+
+def reopen_log(settings) -> None:
+    """Reopen the log (logrotate moved it); if that fails, keep logging where we were."""
+    try:
+        service.configure_logging(settings, to_stderr=not settings.daemon)
+    except ShelfError as exc:
+        log.error("reload: %s; still logging to the file open before", exc)
 
 
 if __name__ == "__main__":

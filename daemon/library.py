@@ -9,7 +9,14 @@ Uploads land in a hidden temporary named after the session's process id
 (``.shelf-upload.<pid>``: a session stores one file at a time), are fsynced and
 then hard-linked to their final name. ``link`` fails when the name exists, which
 makes "exactly one of several racing uploads wins" a property of the kernel.
-The master process removes a dead session's temporary when it reaps it.
+A temporary is ``flock``-ed for as long as its upload runs, so clean-up (the
+master reaping a dead session, a daemon starting) removes only temporaries no
+live process owns, even those of another shelfd on the same root.
+
+The daemon's own hidden files (the hash cache, the temporaries) get the same
+jail as the library's: opened relative to a descriptor, never following a
+link, and checked with ``fstat``; a hostile entry planted there is a FAIL or a
+cache miss, never a hang, a crash or a write outside the root.
 
 Used by the master (open, cleanup) and by each forked session process.
 """
@@ -17,7 +24,9 @@ Used by the master (open, cleanup) and by each forked session process.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import secrets
 import stat
 from dataclasses import dataclass
 
@@ -27,6 +36,8 @@ UPLOAD_PREFIX = ".shelf-upload."
 CACHE_DIR = ".shelf-cache"
 FREE_SPACE_MARGIN = 1 << 20  # keep this much free after an upload
 HASH_BLOCK = 1 << 20
+_OPEN_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LibraryError(ShelfError):
@@ -67,24 +78,35 @@ class Library:
 
     # -- reading -------------------------------------------------------------
 
+    def _fresh_root_fd(self) -> int:
+        try:
+            return os.open(".", _OPEN_FOLDER, dir_fd=self.fd)
+        except OSError as exc:
+            raise LibraryError("cannot read the library: %s" % exc.strerror) from None
+
     def listing(self) -> list[Entry]:
         """Regular, non-hidden files with valid UTF-8 names, sorted by UTF-8 bytes."""
         entries = []
+        # A descriptor of our own: a dup of self.fd would share one read
+        # position with every other session process, and concurrent LISTs
+        # would skip or repeat entries.
+        folder_fd = self._fresh_root_fd()
         try:
-            scan = os.scandir(self.fd)
+            with os.scandir(folder_fd) as scan:
+                for item in scan:
+                    if item.name.startswith("."):
+                        continue
+                    try:
+                        validate_name(item.name)  # surrogate-escaped bytes fail here
+                        st = item.stat(follow_symlinks=False)
+                    except (ShelfError, OSError):
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        entries.append(Entry(item.name, st.st_size, st.st_mtime_ns // 10**9))
         except OSError as exc:
             raise LibraryError("cannot read the library: %s" % exc.strerror) from None
-        with scan:
-            for item in scan:
-                if item.name.startswith("."):
-                    continue
-                try:
-                    validate_name(item.name)  # surrogate-escaped bytes fail here
-                    st = item.stat(follow_symlinks=False)
-                except (ShelfError, OSError):
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    entries.append(Entry(item.name, st.st_size, st.st_mtime_ns // 10**9))
+        finally:
+            os.close(folder_fd)
         entries.sort(key=lambda e: e.name.encode("utf-8"))
         return entries
 
@@ -140,33 +162,67 @@ class Library:
         self._cache_put(key, result)
         return result
 
-    def _cache_get(self, key: str) -> str | None:
+    def _cache_folder(self, create: bool) -> int | None:
+        """A descriptor of CACHE_DIR if it is a real folder of ours, else None."""
+        if create and not self.read_only:
+            try:
+                os.mkdir(CACHE_DIR, 0o700, dir_fd=self.fd)  # never follows a link
+            except OSError:
+                pass
         try:
-            fd = os.open(CACHE_DIR + "/" + key, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.fd)
+            return os.open(CACHE_DIR, _OPEN_FOLDER, dir_fd=self.fd)
+        except OSError:
+            return None  # missing, a link, or not a folder: no cache
+
+    def _cache_get(self, key: str) -> str | None:
+        folder = self._cache_folder(create=False)
+        if folder is None:
+            return None
+        try:
+            fd = os.open(key, _OPEN_ENTRY, dir_fd=folder)
         except OSError:
             return None
-        with os.fdopen(fd, "r") as handle:
-            value = handle.read(65).strip()
-        return value if len(value) == 64 else None
+        finally:
+            os.close(folder)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None  # a FIFO, folder or device planted as an entry
+            value = os.read(fd, 128).strip()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if len(value) == 64 and all(c in b"0123456789abcdef" for c in value):
+            return value.decode("ascii")
+        return None
 
     def _cache_put(self, key: str, value: str) -> None:
+        """Best effort: a cache that cannot be written is only slower, and leaves nothing."""
         if self.read_only:
             return
-        try:
-            os.mkdir(CACHE_DIR, 0o700, dir_fd=self.fd)
-        except FileExistsError:
-            pass
-        except OSError:
+        folder = self._cache_folder(create=True)
+        if folder is None:
             return
-        temp = "%s/.%s.%d" % (CACHE_DIR, key, os.getpid())
+        temp = ".%s.%d.%s" % (key, os.getpid(), secrets.token_hex(4))
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
-                         dir_fd=self.fd)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(value + "\n")
-            os.replace(temp, CACHE_DIR + "/" + key, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=folder)
         except OSError:
-            pass  # a cache that cannot be written is only slower
+            os.close(folder)
+            return
+        try:
+            try:
+                os.write(fd, (value + "\n").encode("ascii"))
+            finally:
+                os.close(fd)
+            os.replace(temp, key, src_dir_fd=folder, dst_dir_fd=folder)
+        except OSError:
+            try:
+                os.unlink(temp, dir_fd=folder)  # disk full: no empty temporary stays behind
+            except OSError:
+                pass
+        finally:
+            os.close(folder)
 
     # -- writing -------------------------------------------------------------
 
@@ -201,29 +257,47 @@ class Library:
 
     def discard_upload_of(self, pid: int) -> bool:
         """Remove a dead session's temporary; True if there was one."""
+        return self._remove_unowned(self.upload_temp_name(pid))
+
+    def _remove_unowned(self, name: str) -> bool:
+        """Unlink a temporary if it is a regular file whose lock no live process holds."""
         try:
-            os.unlink(self.upload_temp_name(pid), dir_fd=self.fd)
-        except FileNotFoundError:
-            return False
+            fd = os.open(name, _OPEN_ENTRY, dir_fd=self.fd)
         except OSError:
             return False
-        return True
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return False
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live upload: refused
+            now = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                return False
+            os.unlink(name, dir_fd=self.fd)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def remove_leftovers(self) -> list[str]:
-        """Remove temporaries a crashed daemon left behind (called at start)."""
-        removed = []
+        """Remove temporaries a crashed daemon left behind (called at start).
+
+        Only those no live process owns: another shelfd serving the same
+        root keeps its running uploads.
+        """
         try:
-            names = os.listdir(self.fd)
+            folder_fd = self._fresh_root_fd()
+        except LibraryError:
+            return []
+        try:
+            names = os.listdir(folder_fd)
         except OSError:
-            return removed
-        for name in names:
-            if name.startswith(UPLOAD_PREFIX):
-                try:
-                    os.unlink(name, dir_fd=self.fd)
-                    removed.append(name)
-                except OSError:
-                    pass
-        return removed
+            return []
+        finally:
+            os.close(folder_fd)
+        return [name for name in names
+                if name.startswith(UPLOAD_PREFIX) and self._remove_unowned(name)]
 
     def fsync_root(self) -> None:
         if self.durable:
@@ -235,19 +309,33 @@ class Upload:
 
     def __init__(self, library: Library):
         self.library = library
-        self.temp = library.upload_temp_name()
-        dir_fd = library.fd
-        try:
-            os.unlink(self.temp, dir_fd=dir_fd)  # only ever a leftover of ours
-        except FileNotFoundError:
-            pass
-        try:
-            self.fd = os.open(self.temp,
-                              os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              0o600, dir_fd=dir_fd)
-        except OSError as exc:
-            raise LibraryError("cannot store: %s" % exc.strerror.lower()) from None
+        self.temp, self.fd = self._create_temp()
         self.error: OSError | None = None  # a write error met while the bytes were drained
+
+    def _create_temp(self) -> tuple[str, int]:
+        """An O_EXCL temporary, locked while this upload lives.
+
+        The usual name is ``.shelf-upload.<pid>`` (which the master can find
+        when it reaps us); if something else sits there (a leftover of ours,
+        or anything planted), a leftover is removed and anything else makes
+        us take a unique name instead.
+        """
+        library = self.library
+        base = library.upload_temp_name()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for attempt in range(4):
+            name = base if attempt < 2 else "%s.%s" % (base, secrets.token_hex(6))
+            try:
+                fd = os.open(name, flags, 0o600, dir_fd=library.fd)
+            except FileExistsError:
+                if attempt == 0:
+                    library._remove_unowned(name)
+                continue
+            except OSError as exc:
+                raise LibraryError("cannot store: %s" % exc.strerror.lower()) from None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: cannot be held
+            return name, fd
+        raise LibraryError("cannot store: no free temporary name in the library")
 
     def commit(self, name: str) -> None:
         """fsync, link to ``name`` (NameTaken if another session won), fsync the folder."""
@@ -257,9 +345,7 @@ class Upload:
             os.fchmod(self.fd, 0o644)
             if self.library.durable:
                 os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = None
-            try:
+            try:  # the descriptor (and its lock) stays open until the temporary is gone
                 os.link(self.temp, name, src_dir_fd=self.library.fd, dst_dir_fd=self.library.fd,
                         follow_symlinks=False)
             except FileExistsError:
@@ -272,14 +358,19 @@ class Upload:
             self.abort()
 
     def abort(self) -> None:
-        """Drop the temporary (after a link it is only a second name of the file)."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        """Drop the temporary (after a link it is only a second name of the file).
+
+        Unlinked before its locked descriptor closes, so no clean-up can take
+        it for a leftover while it still has a name.
+        """
+        if self.fd is None:
+            return
         try:
             os.unlink(self.temp, dir_fd=self.library.fd)
         except OSError:
             pass
+        os.close(self.fd)
+        self.fd = None
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -1,10 +1,10 @@
 """The PID file: who is alive is told by a lock, not by the number in the file.
 
-Modelled on gunicorn's pidfile: a stale check before starting, the file
-written to a temporary beside it and renamed into place, removed at exit only
-if it still holds our PID. On top of that the file is held with ``flock``
-for the daemon's whole life, so "is another shelfd running?" has an exact
-answer even when PIDs are reused. Master process only.
+The file is held with ``flock`` for the daemon's whole life, so "is another
+shelfd running?" has an exact answer even when PIDs are reused, and taking
+the lock is the very first step, so of several daemons started at once
+exactly one goes on. A crashed master's file is unlocked: it is taken over.
+Master process only.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 
 from common.protocol import ShelfError
 
@@ -30,77 +31,107 @@ class AlreadyRunning(PidFileError):
 
 
 class PidFile:
+    """Lock first, then write: exactly one of many shelfd started at once wins.
+
+    ``acquire`` (before listening, before detaching) opens or creates the
+    file and takes its lock, or raises AlreadyRunning; ``write`` puts our PID
+    in it once we listen; ``remove`` unlinks it at exit while still holding
+    the lock. The lock lives on the one descriptor, which children never
+    keep (see ``Server.master_fds``), so it dies with the master.
+    """
+
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.fd: int | None = None
         self.pid: int | None = None
+        self.stale: int | None = None  # the PID a dead predecessor left in the file
 
     def check(self) -> int | None:
-        """Refuse if a live shelfd holds the file; return a stale PID if there is one.
+        """Refuse if a live shelfd holds the file; the stale PID if there is one."""
+        self.acquire()
+        stale = self.stale
+        self.release()
+        return stale
 
-        Also makes sure the folder is writable, so the error comes before
-        the daemon detaches from the terminal.
-        """
+    def acquire(self) -> None:
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
             raise PidFileError("cannot write PID file %s: no such folder" % self.path)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise PidFileError("cannot write PID file %s: permission denied" % self.path)
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise PidFileError("cannot read PID file %s: %s" % (self.path, exc.strerror)) from None
-        try:
-            pid = _parse_pid(os.read(fd, 64))
+        for _ in range(10):
+            fd = self._open()
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
+                pid = _parse_pid(os.pread(fd, 64, 0))
+                os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
                     raise AlreadyRunning(pid) from None
-                raise
-            return pid or -1
-        finally:
-            os.close(fd)
+                raise PidFileError("cannot lock PID file %s: %s"
+                                   % (self.path, exc.strerror)) from None
+            if self._still_named(fd):
+                self.fd = fd
+                self.stale = _parse_pid(os.pread(fd, 64, 0))
+                return
+            os.close(fd)  # the holder removed it as we opened it: take the new one
+        raise PidFileError("cannot lock PID file %s: it keeps changing" % self.path)
 
-    def create(self, pid: int | None = None) -> None:
-        """Write our PID atomically and keep the file locked until ``remove``."""
-        pid = os.getpid() if pid is None else pid
-        stale = self.check()
-        if stale:
-            log.warning("taking over stale PID file %s (pid %s is not running shelfd)",
-                        self.path, stale if stale > 0 else "unknown")
-        temp = "%s.%d.tmp" % (self.path, pid)
+    def _open(self) -> int:
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o644)
+            # O_NONBLOCK: a FIFO planted there must not hang the start.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise PidFileError("cannot write PID file %s: %s" % (self.path, exc.strerror)) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, b"%d\n" % pid)
-            os.fsync(fd)
-            os.rename(temp, self.path)
-        except OSError as exc:
+            raise PidFileError("cannot write PID file %s: %s"
+                               % (self.path, (exc.strerror or str(exc)).lower())) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
+            raise PidFileError("cannot write PID file %s: not a regular file" % self.path)
+        return fd
+
+    def _still_named(self, fd: int) -> bool:
+        try:
+            now = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+    def write(self, pid: int | None = None) -> None:
+        """Put our PID in the locked file (once the socket listens)."""
+        pid = os.getpid() if pid is None else pid
+        if self.fd is None:
+            self.acquire()
+        if self.stale and self.stale != pid:
+            log.warning("took over stale PID file %s (pid %d is not running shelfd)",
+                        self.path, self.stale)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, b"%d\n" % pid, 0)
+            os.fsync(self.fd)
+        except OSError as exc:
             raise PidFileError("cannot write PID file %s: %s" % (self.path, exc.strerror)) from None
-        self.fd = fd
         self.pid = pid
 
+    create = write  # the name 1.0 used
+
+    def release(self) -> None:
+        """Give the lock back without removing anything (a start that did not happen)."""
+        if self.fd is not None:
+            if self.pid is None and self._still_named(self.fd) and not os.fstat(self.fd).st_size:
+                try:
+                    os.unlink(self.path)  # the empty file we created
+                except OSError:
+                    pass
+            os.close(self.fd)
+            self.fd = None
+
     def remove(self) -> None:
-        """Remove the file only if it is still ours (same PID, same file)."""
+        """Unlink the file while still holding its lock, then let go."""
         if self.fd is None:
             return
         try:
-            with open(self.path, "rb") as handle:
-                same_file = os.fstat(handle.fileno()).st_ino == os.fstat(self.fd).st_ino
-                if same_file and _parse_pid(handle.read(64)) == self.pid:
-                    os.unlink(self.path)
+            if self._still_named(self.fd):
+                os.unlink(self.path)
         except OSError:
             pass
         finally:

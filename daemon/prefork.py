@@ -24,19 +24,21 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import socket
 
 from common.protocol import ShelfError
 from daemon.library import Library
-from daemon.session import Session, install_child_signals
+from daemon.session import Session, install_child_signals, send_busy
 
 log = logging.getLogger("shelfd")
 
 SESSIONS_PER_PROCESS = 1000
+PR_SET_PDEATHSIG = 1
 
 
-def worker_main(listener: socket.socket, status_fd: int, library: Library,
-                idle_timeout: float, format_peer) -> None:
+def worker_main(listener: socket.socket, status_fd: int, library: Library, settings,
+                format_peer, peers, slot: int | None, master: int) -> None:
     """Serve sessions one after another until stopped or worn out (caller _exits)."""
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     state = {"stopping": False, "retiring": False, "session": None}
@@ -48,9 +50,13 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library,
 
     def on_retire(signum, frame):
         # Not a stop: a session this process has just accepted is served whole.
+        # The listener goes at once, so a new master can bind the port while
+        # an orphaned process still finishes its session.
         state["retiring"] = True
+        listener.close()
 
     install_child_signals(on_stop, stop_w, on_retire)
+    leave_with_master(master)
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
     poller.register(stop_r, select.POLLIN)
@@ -66,10 +72,21 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library,
             conn, address = listener.accept()  # the listener is non-blocking: we may lose
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             continue
+        except OSError as exc:
+            if state["retiring"] or state["stopping"]:
+                break
+            log.error("cannot accept: %s", exc.strerror)
+            poller.poll(500)  # out of descriptors: let the master see it, do not spin
+            continue
         peer = format_peer(address)
+        if not peers.claim(slot, address[0], settings.max_per_ip):
+            log.warning("%s refused: %d sessions from %s already (max_per_ip)"
+                        % (settings.max_per_ip, address[0]))
+            send_busy(conn)
+            continue
         os.write(status_fd, ("B %d %s\n" % (pid, peer)).encode("utf-8"))
         conn.setblocking(True)
-        session = Session(conn, peer, library, idle_timeout, stop_fd=stop_r)
+        session = Session(conn, peer, library, settings.idle_timeout, stop_fd=stop_r)
         state["session"] = session
         try:
             session.run()
@@ -78,9 +95,34 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library,
         finally:
             state["session"] = None
             conn.close()
+            peers.clear(slot)
         served += 1
         if not (state["stopping"] or state["retiring"]) and served < SESSIONS_PER_PROCESS:
             os.write(status_fd, b"I %d\n" % pid)
+
+
+def _load_prctl():
+    """prctl(2) through ctypes, loaded once in the master (not in every child)."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def leave_with_master(master: int) -> None:
+    """Ask the kernel for SIGUSR1 (retire) when the master dies, as Apache's workers do.
+
+    An orphaned process would otherwise keep accepting on the port and
+    drop clients that no master counts.
+    """
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
+    if os.getppid() != master:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def parse_status(data: bytes):

@@ -23,9 +23,8 @@ import signal
 import socket
 import time
 
-from common.protocol import BUSY
 from daemon.library import Library
-from daemon.session import FORK_BLOCKED, serve_in_child  # once here, not in every child
+from daemon.session import FORK_BLOCKED, send_busy, serve_in_child  # once here, not in every child
 
 log = logging.getLogger("shelfd")
 
@@ -40,6 +39,7 @@ class Server:
         self.settings = settings
         self.listener = listener
         self.children: dict[int, str] = {}   # pid -> peer
+        self.hosts: dict[int, str] = {}      # pid -> the peer's address (fork mode)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.stopping = False
         self.on_reload = None   # set by the service: re-read config, reopen logs
@@ -54,6 +54,12 @@ class Server:
         self.stale: set[int] = set()  # started before a reload: replace when idle
         self._status = b""
         self._listening = True
+        self.master_fds: list[int] = []  # set by the service (the PID file): never a child's
+        self.peers = PeerTable(settings.max_clients) if settings.prefork else None
+        self.slots: dict[int, int] = {}  # prefork pid -> its row in the peer table
+        self._accept_paused_until = 0.0
+        self._accept_errors = 0
+        self._accept_error_logged = 0.0
 
     # -- signals -------------------------------------------------------------
 
@@ -88,7 +94,10 @@ class Server:
             elif signum == signal.SIGHUP:
                 log.info("received SIGHUP: reloading")
                 if self.on_reload is not None:
-                    self.on_reload()
+                    try:
+                        self.on_reload()
+                    except Exception:  # noqa: BLE001 - a reload must never end the master
+                        log.exception("reload failed; the running settings stay")
             # SIGCHLD needs nothing here: every pass of the loop reaps.
 
     # -- the loop ------------------------------------------------------------
@@ -112,7 +121,8 @@ class Server:
             while not self.stopping:
                 if self.prefork:
                     self._top_up()
-                for key, _ in selector.select(timeout=1.0):
+                self._resume_accepting()
+                for key, _ in selector.select(timeout=self._select_timeout()):
                     if key.data == "accept":
                         self._accept_all()
                     elif key.data == "status":
@@ -145,7 +155,7 @@ class Server:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("cannot accept: %s", exc.strerror)
+                    self._pause_accepting(exc)
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
@@ -153,20 +163,55 @@ class Server:
             peer = format_peer(address)
             # With --prefork the master accepts only when every process is busy.
             if len(self.children) >= self.settings.max_clients or self.prefork:
-                self._refuse(conn, peer)
+                self._refuse(conn, peer, "%d sessions already (max_clients)" % len(self.children))
+            elif self._sessions_from(address[0]) >= self.settings.max_per_ip:
+                self._refuse(conn, peer, "%d sessions from %s already (max_per_ip)"
+                             % (self.settings.max_per_ip, address[0]))
             else:
-                self._fork_session(conn, peer)
+                self._fork_session(conn, peer, address[0])
 
-    def _refuse(self, conn: socket.socket, peer: str) -> None:
+    def _sessions_from(self, host: str) -> int:
+        return sum(1 for peer_host in self.hosts.values() if peer_host == host)
+
+    # -- running out of descriptors -------------------------------------------
+
+    ACCEPT_PAUSE = 0.5     # seconds without accepting after EMFILE and the like
+    ERROR_LOG_EVERY = 10.0  # seconds between two log lines about it
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors or memory: stop polling the listener for a moment.
+
+        Otherwise the listener stays readable and the loop spins, logging a
+        line per pass. Clients wait in the backlog meanwhile.
+        """
+        now = time.monotonic()
+        self._accept_errors += 1
+        if now - self._accept_error_logged >= self.ERROR_LOG_EVERY:
+            log.error("cannot accept: %s (%d times since the last report); pausing accept "
+                      "for %.1f s at a time", exc.strerror, self._accept_errors, self.ACCEPT_PAUSE)
+            self._accept_error_logged = now
+            self._accept_errors = 0
+        self._accept_paused_until = now + self.ACCEPT_PAUSE
+        if self._listening:
+            self.selector.unregister(self.listener)
+            self._listening = False
+
+    def _resume_accepting(self) -> None:
+        if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            if not self._listening and not self.prefork:
+                self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+                self._listening = True
+
+    def _select_timeout(self) -> float:
+        if self._accept_paused_until:
+            return max(0.01, min(1.0, self._accept_paused_until - time.monotonic()))
+        return 1.0
+
+    def _refuse(self, conn: socket.socket, peer: str, why: str) -> None:
         self.refused += 1
-        log.warning("%s refused: %d sessions already (max_clients)", peer, len(self.children))
-        try:
-            conn.setblocking(False)
-            conn.send((BUSY + "\n").encode("ascii"))
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        log.warning("%s refused: %s", peer, why)
+        send_busy(conn)
 
     def _fork_child(self, what: str, body) -> int | None:
         """Fork a child that runs ``body()``; its pid, or None if fork failed.
@@ -183,9 +228,7 @@ class Server:
             status = 1
             try:
                 signal.set_wakeup_fd(-1)
-                for fd in (self._wake_r, self._wake_w) + ((self._status_r,) if self.prefork
-                                                          else ()):
-                    os.close(fd)
+                self._drop_master_fds()
                 body()
                 status = 0
             except BaseException:  # noqa: BLE001 - a child must never return into the loop
@@ -194,14 +237,31 @@ class Server:
                 os._exit(status)
         return pid
 
-    def _fork_session(self, conn: socket.socket, peer: str) -> None:
+    def _drop_master_fds(self) -> None:
+        """In a child: close what only the master may hold.
+
+        The PID file's lock must die with the master (or a crashed master
+        could not be replaced while a session lives), and the epoll and
+        signal pipes are the master's loop.
+        """
+        fds = [self._wake_r, self._wake_w, self.selector.fileno(), *self.master_fds]
+        if self.prefork:
+            fds.append(self._status_r)
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _fork_session(self, conn: socket.socket, peer: str, host: str) -> None:
         pid = self._fork_child("the session of %s" % peer,
                                lambda: self._become_session(conn, peer))
         if pid is None:
-            self._refuse(conn, peer)
+            self._refuse(conn, peer, "cannot start a session process")
             return
         conn.close()
         self.children[pid] = peer
+        self.hosts[pid] = host
         self.served += 1
         log.info("%s session started (pid %d, %d live)", peer, pid, len(self.children))
 
@@ -228,13 +288,17 @@ class Server:
 
     def _fork_worker(self) -> bool:
         from daemon.prefork import worker_main
+        slot = self.peers.take()
+        master = os.getpid()
         pid = self._fork_child("a session process", lambda: worker_main(
-            self.listener, self._status_w, self.library, self.settings.idle_timeout,
-            format_peer))
+            self.listener, self._status_w, self.library, self.settings, format_peer,
+            self.peers, slot, master))
         if pid is None:
+            self.peers.give_back(slot)
             return False
         self.children[pid] = "idle"
         self.idle.add(pid)
+        self.slots[pid] = slot
         return True
 
     def _read_status(self) -> None:
@@ -282,6 +346,16 @@ class Server:
 
     # -- reaping -------------------------------------------------------------
 
+    def forget(self, pid: int) -> str:
+        """Drop a reaped child from every table; its peer."""
+        self.idle.discard(pid)
+        self.stale.discard(pid)
+        self.hosts.pop(pid, None)
+        slot = self.slots.pop(pid, None)
+        if slot is not None:
+            self.peers.give_back(slot)
+        return self.children.pop(pid, "?")
+
     def reap(self) -> int:
         """Collect every finished session; return how many. Never blocks."""
         reaped = 0
@@ -293,14 +367,12 @@ class Server:
             if pid == 0:
                 break
             reaped += 1
-            peer = self.children.pop(pid, "?")
-            self.idle.discard(pid)
-            self.stale.discard(pid)
+            peer = self.forget(pid)
             if self.library.discard_upload_of(pid):
                 log.warning("%s removed the unfinished upload of session pid %d", peer, pid)
             if os.WIFSIGNALED(status):
-                signame = signal.Signals(os.WTERMSIG(status)).name
-                log.warning("%s session pid %d was killed by %s", peer, pid, signame)
+                log.warning("%s session pid %d was killed by %s", peer, pid,
+                            signal_name(os.WTERMSIG(status)))
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
                 log.warning("%s session pid %d exited with status %d",
                             peer, pid, os.WEXITSTATUS(status))
@@ -332,7 +404,7 @@ class Server:
                 except ChildProcessError:
                     self.children.clear()
                     break
-                self.children.pop(pid, None)
+                self.forget(pid)
                 self.library.discard_upload_of(pid)
         self.reap()
         log.info("stopped after %d sessions (%d refused busy)", self.served, self.refused)
@@ -366,6 +438,73 @@ def fork_with_stops_blocked() -> int:
     return pid
 
 
+def signal_name(signum: int) -> str:
+    """SIGTERM, or SIGRTMIN+6 for a real-time signal the enum does not name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
+            return "SIGRTMIN+%d" % (signum - signal.SIGRTMIN)
+        return "signal %d" % signum
+
+
+class PeerTable:
+    """Who each pre-forked session process serves, in memory shared by all of them.
+
+    A row per process holds the 16-byte address of its client (IPv4 mapped
+    into IPv6), or zeros when idle. A process that accepts a client writes
+    its row first and counts the rows with the same address second, so two
+    clients of one address accepted at once can both be refused, never both
+    let past ``--max-per-ip``. The master hands out and takes back the rows.
+    """
+
+    ROW = 16
+
+    def __init__(self, rows: int):
+        import mmap
+        self.rows = max(rows, 1024)
+        self.memory = mmap.mmap(-1, self.rows * self.ROW)  # MAP_SHARED | MAP_ANONYMOUS
+        self.free = list(range(self.rows - 1, -1, -1))
+
+    def take(self) -> int | None:
+        return self.free.pop() if self.free else None
+
+    def give_back(self, row: int | None) -> None:
+        if row is not None:
+            self.clear(row)
+            self.free.append(row)
+
+    def clear(self, row: int | None) -> None:
+        if row is not None:
+            self.memory[row * self.ROW:(row + 1) * self.ROW] = bytes(self.ROW)
+
+    def claim(self, row: int | None, host: str, limit: int) -> bool:
+        """Record that ``row`` serves ``host``; False (and cleared) past ``limit``."""
+        if row is None:
+            return True
+        key = address_key(host)
+        self.memory[row * self.ROW:(row + 1) * self.ROW] = key
+        count = 0
+        data = self.memory[:]
+        for start in range(0, len(data), self.ROW):
+            if data[start:start + self.ROW] == key:
+                count += 1
+        if count > limit:
+            self.clear(row)
+            return False
+        return True
+
+
+def address_key(host: str) -> bytes:
+    try:
+        return socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        try:
+            return b"\0" * 10 + b"\xff\xff" + socket.inet_pton(socket.AF_INET, host)
+        except OSError:
+            return (host.encode("utf-8", "replace") + b"\0" * 16)[:16]
+
+
 def format_peer(address) -> str:
     if isinstance(address, tuple):
         host, port = address[0], address[1]
@@ -373,7 +512,7 @@ def format_peer(address) -> str:
     return str(address)
 
 
-def open_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
+def open_listener(host: str, port: int, backlog: int = 1024) -> socket.socket:
     """Bind and listen; IPv6 literals get an AF_INET6 socket."""
     infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
                                socket.AI_PASSIVE)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import configparser
 import logging
+import math
 import os
 import socket
+import stat
 import sys
 from dataclasses import dataclass, fields, replace
 
@@ -22,10 +24,13 @@ from common.protocol import DEFAULT_HOST, DEFAULT_PORT, ShelfError
 log = logging.getLogger("shelfd")
 
 LOG_FORMAT = "%(asctime)s shelfd[%(process)d] %(levelname)s %(message)s"
+JOURNAL_FORMAT = "<%(priority)d>%(levelname)s %(message)s"  # the journal adds time and pid
+SYSLOG_FORMAT = "shelfd[%(process)d]: %(levelname)s %(message)s"
+LONGEST_WAIT = 365 * 24 * 3600.0  # seconds: a timeout past a year is a typo
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Settings a SIGHUP can change for every session that starts afterwards.
-LIVE_SETTINGS = {"max_clients", "idle_timeout", "max_upload", "read_only", "log_level",
-                 "log_file", "grace"}
+LIVE_SETTINGS = {"max_clients", "max_per_ip", "idle_timeout", "max_upload", "read_only",
+                 "log_level", "log_file", "grace"}
 
 
 class ConfigError(ShelfError):
@@ -40,6 +45,8 @@ class Settings:
     daemon: bool = False
     pidfile: str | None = None
     max_clients: int = 64
+    max_per_ip: int | None = None  # None: a quarter of max_clients (see merge_settings)
+    backlog: int = 1024     # connections the kernel queues before the master accepts
     idle_timeout: float = 300.0
     max_upload: int | None = None
     read_only: bool = False
@@ -57,9 +64,12 @@ def parse_size(text: str) -> int:
     factor = units.get(value[-1:], 1)
     number = value[:-1] if value[-1:] in units else value
     try:
-        result = int(float(number) * factor)
+        amount = float(number)
     except ValueError:
-        raise ValueError("%r is not a size (examples: 1048576, 500M, 4G)" % text) from None
+        amount = math.nan
+    if not math.isfinite(amount):
+        raise ValueError("%r is not a size (examples: 1048576, 500M, 4G)" % text)
+    result = int(amount * factor)
     if result < 0:
         raise ValueError("a size cannot be negative")
     return result
@@ -99,6 +109,8 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise ValueError("must be more than 0")
+    if not value <= LONGEST_WAIT:
+        raise ValueError("must be a number of seconds up to %d (a year)" % LONGEST_WAIT)
     return value
 
 
@@ -110,7 +122,7 @@ def _level(text: str) -> str:
 
 CONVERTERS = {
     "root": str, "host": str, "port": _port, "daemon": parse_bool, "pidfile": str,
-    "max_clients": _positive_int, "idle_timeout": _seconds, "max_upload": parse_size,
+    "max_clients": _positive_int, "max_per_ip": _positive_int, "backlog": _positive_int, "idle_timeout": _seconds, "max_upload": parse_size,
     "read_only": parse_bool, "log_file": str, "log_level": _level, "grace": _seconds,
     "no_fsync": parse_bool, "prefork": _count,
 }
@@ -143,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--pidfile", metavar="FILE", help="write and lock a PID file")
     add("--max-clients", type=typed("max_clients"), metavar="N",
         help="live sessions before new clients get BUSY (default 64)")
+    add("--max-per-ip", type=typed("max_per_ip"), metavar="N",
+        help="live sessions from one address before it gets BUSY "
+             "(default: a quarter of --max-clients, at least 4)")
+    add("--backlog", type=typed("backlog"), metavar="N",
+        help="connections the kernel queues while the master is busy (default 1024)")
     add("--idle-timeout", type=typed("idle_timeout"), metavar="SECONDS",
         help="close sessions idle this long (default 300)")
     add("--max-upload", type=typed("max_upload"), metavar="BYTES",
@@ -157,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep N session processes ready, each serving sessions one after another "
              "(default 0: a fresh process per session)")
     add("--config", metavar="FILE", help="INI file with a [shelfd] section")
+    add("--check-config", action="store_true",
+        help="check the options and config file, print what would be served, and exit "
+             "(0 if they are good)")
     add("--version", action="version", version="shelfd %s" % __version__)
     # Benchmarks only: skip the fsyncs that make a stored file durable.
     add("--no-fsync", action="store_true", default=None, help=argparse.SUPPRESS)
@@ -189,6 +209,11 @@ def read_config(path: str) -> dict:
     return values
 
 
+def default_max_per_ip(max_clients: int) -> int:
+    """A quarter of the sessions for one address, but at least 4 (a desktop client's few)."""
+    return min(max_clients, max(4, max_clients // 4))
+
+
 def merge_settings(args: argparse.Namespace) -> Settings:
     """Defaults, then the config file, then the command line."""
     values = read_config(args.config) if args.config else {}
@@ -199,6 +224,8 @@ def merge_settings(args: argparse.Namespace) -> Settings:
     settings = Settings(**values)
     if not settings.root:
         raise ConfigError("--root DIR is required (the folder to serve)")
+    if settings.max_per_ip is None:
+        settings = replace(settings, max_per_ip=default_max_per_ip(settings.max_clients))
     absolute = {name: os.path.abspath(getattr(settings, name))
                 for name in ("root", "pidfile", "log_file") if getattr(settings, name)}
     return replace(settings, **absolute)
@@ -206,21 +233,101 @@ def merge_settings(args: argparse.Namespace) -> Settings:
 
 # -- logging -----------------------------------------------------------------
 
-def configure_logging(settings: Settings, to_stderr: bool = True) -> None:
-    """(Re)build the shelfd logger's handler; also how SIGHUP reopens the file."""
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
+class LineFormatter(logging.Formatter):
+    """One record, one line: control characters a client sent are escaped.
+
+    ``priority`` is the syslog level, for the journal's ``<N>`` prefix.
+    """
+
+    PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+    ESCAPES = {code: "\\x%02x" % code for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+    ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.priority = self.PRIORITIES.get(record.levelname, 6)
+        text = super().format(record)
+        head, newline, trace = text.partition("\n")  # a traceback keeps its lines
+        return head.translate(self.ESCAPES) + newline + trace
+
+
+def stderr_is_journal() -> bool:
+    """True when systemd connected our stderr to the journal (JOURNAL_STREAM)."""
+    try:
+        device, inode = (int(part) for part in os.environ["JOURNAL_STREAM"].split(":"))
+        st = os.fstat(2)
+    except (KeyError, ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
+def open_log_handler(settings: Settings, to_stderr: bool = True) -> logging.Handler:
+    """The handler the settings ask for; ConfigError if the log file cannot be opened."""
     if settings.log_file:
-        handler = logging.FileHandler(settings.log_file, encoding="utf-8")
-    elif to_stderr:
+        path = settings.log_file
+        if os.path.isdir(path):
+            raise ConfigError("cannot open log file %s: it is a folder" % path)
+        try:
+            handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("cannot open log file %s: %s"
+                              % (path, (exc.strerror or str(exc)).lower())) from None
+        return _formatted(handler, LOG_FORMAT)
+    if to_stderr:
         handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
+        return _formatted(handler, JOURNAL_FORMAT if stderr_is_journal() else LOG_FORMAT)
+    return open_syslog()
+
+
+def open_syslog() -> logging.Handler:
+    """--daemon without --log-file logs to syslog, as classic daemons do."""
+    import logging.handlers
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    except OSError:
+        raise ConfigError("--daemon needs --log-file FILE: there is no syslog at /dev/log "
+                          "to send the log to") from None
+    return _formatted(handler, SYSLOG_FORMAT)
+
+
+def _formatted(handler: logging.Handler, fmt: str) -> logging.Handler:
+    handler.setFormatter(LineFormatter(fmt, "%Y-%m-%d %H:%M:%S"))
+    return handler
+
+
+def configure_logging(settings: Settings, to_stderr: bool = True) -> None:
+    """(Re)build the shelfd logger's handler; also how SIGHUP reopens the file.
+
+    The new handler is opened before the old one is closed, so a log file
+    that cannot be opened (its folder removed) raises ConfigError and
+    leaves the logging as it was.
+    """
+    handler = open_log_handler(settings, to_stderr)
+    for old in list(log.handlers):
+        log.removeHandler(old)
+        old.close()
     log.addHandler(handler)
     log.setLevel(settings.log_level.upper())
     log.propagate = False
+
+
+def check_paths(settings: Settings) -> None:
+    """What --check-config checks beyond parsing: the root, the log and PID file folders."""
+    root = settings.root
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        raise ConfigError("library root %s: %s" % (root, (exc.strerror or "").lower())) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError("library root %s is not a folder" % root)
+    for what, path in (("log file", settings.log_file), ("PID file", settings.pidfile)):
+        if not path:
+            continue
+        folder = os.path.dirname(path)
+        if os.path.isdir(path):
+            raise ConfigError("%s %s is a folder" % (what, path))
+        if not os.path.isdir(folder):
+            raise ConfigError("%s %s: no such folder %s" % (what, path, folder))
 
 
 # -- systemd -----------------------------------------------------------------
@@ -273,23 +380,25 @@ def _finish_detach() -> None:
         os.close(null)
 
 
-def detach_reexec(argv: list[str], listener: socket.socket) -> None:
+def detach_reexec(argv: list[str], listener: socket.socket, lock_fd: int | None) -> None:
     """Detach a frozen (PyInstaller one-file) shelfd by starting itself anew.
 
     A double fork would break it: the bootloader deletes the unpacked files
     when the middle process exits. The new process gets the already bound
-    listener and the status pipe as inherited descriptors.
+    listener, the status pipe and the PID file's lock as inherited
+    descriptors; it starts in our folder (relative paths keep their meaning)
+    and moves to / itself.
     """
     import subprocess  # only this rare path needs it; the master stays small
 
     read_end, write_end = os.pipe()
-    fds = "%d,%d" % (listener.fileno(), write_end)
-    args = [a for a in argv if a != "--daemon"] + ["--detached-fds", fds]
+    passed = [listener.fileno(), write_end] + ([lock_fd] if lock_fd is not None else [])
+    args = [a for a in argv if a != "--daemon"] + ["--detached-fds",
+                                                     ",".join(map(str, passed))]
     env = dict(os.environ, PYINSTALLER_RESET_ENVIRONMENT="1")
-    listener.set_inheritable(True)
-    subprocess.Popen([sys.executable] + args, pass_fds=(listener.fileno(), write_end),
+    subprocess.Popen([sys.executable] + args, pass_fds=passed,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, cwd="/", start_new_session=True, env=env)
+                     stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     os.close(write_end)
     sys.exit(wait_for_daemon(read_end))
 

@@ -28,6 +28,8 @@ from daemon.library import Library, LibraryError, NameTaken
 log = logging.getLogger("shelfd.session")
 
 SMALL_FILE = 256 * 1024  # GET sends files up to this size with the reply in one write
+LOG_BURST = 200  # request log lines one session may write at once...
+LOG_RATE = 20    # ...and then per second
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class Session:
         self.stop_fd = stop_fd
         self.stopping = False
         self.channel = Channel(sock)
+        self.log_tokens = float(LOG_BURST)
+        self.log_refilled = time.monotonic()
+        self.log_dropped = 0
         sock.settimeout(idle_timeout)  # a stalled transfer counts as idle
 
     def request_stop(self) -> None:
@@ -101,6 +106,8 @@ class Session:
             pass
         except ConnectionLost as exc:
             reason = str(exc)
+        if self.log_dropped:
+            reason += " (%d request log lines left out)" % self.log_dropped
         log.info("%s session ended after %d requests, %.1f s: %s",
                  self.peer, requests, time.monotonic() - started, reason)
 
@@ -144,7 +151,7 @@ class Session:
         refusal = self.refuse(line, verb_name, verb, tokens[1:])
         if refusal:
             self.fail(refusal)
-            log.info("%s %s FAIL %s", self.peer, verb_name[:32] or "(empty)", refusal)
+            self.log_request("%s %s FAIL %s", self.peer, verb_name[:32] or "(empty)", refusal)
             return
         args = tokens[1:]
         handler = getattr(self, "cmd_" + verb_name.lower())
@@ -157,8 +164,28 @@ class Session:
             self.fail(str(exc))
             detail = "FAIL %s" % exc
         if verb_name != "QUIT":
-            log.info("%s %s %s (%.3f s)", self.peer, verb_name, detail or "",
-                     time.monotonic() - started)
+            self.log_request("%s %s %s (%.3f s)", self.peer, verb_name, detail or "",
+                             time.monotonic() - started)
+
+    def log_request(self, message: str, *args) -> None:
+        """Log one request line, within the session's budget (a token bucket).
+
+        One client must not be able to grow the log without bound: past a
+        burst of LOG_BURST lines, LOG_RATE lines a second get through, and the
+        next line that does says how many were left out.
+        """
+        now = time.monotonic()
+        self.log_tokens = min(LOG_BURST, self.log_tokens + (now - self.log_refilled) * LOG_RATE)
+        self.log_refilled = now
+        if self.log_tokens < 1:
+            self.log_dropped += 1
+            return
+        self.log_tokens -= 1
+        if self.log_dropped:
+            log.warning("%s %d request log lines left out (over %d a second)",
+                        self.peer, self.log_dropped, LOG_RATE)
+            self.log_dropped = 0
+        log.info(message, *args)
 
     def refuse(self, line: bytes, verb_name: str, verb: Verb | None, args: list) -> str | None:
         """The FAIL reason for a request the verb table rejects, or None."""
@@ -277,6 +304,17 @@ def install_child_signals(on_stop, wake_fd: int, on_retire=None) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_BLOCKED)
+
+
+def send_busy(conn: socket.socket) -> None:
+    """Tell a client there is no room (BUSY, instead of the greeting) and close."""
+    try:
+        conn.setblocking(False)
+        conn.send((protocol.BUSY + "\n").encode("ascii"))
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeout: float) -> None:
