@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= $(HOME)/.local/share/shelf/demo-library
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench dist screenshot soak fuzz system-deps install-desktop install-service clean
+.PHONY: run test test-systemd bench dist screenshot soak fuzz system-deps install-desktop install-service clean
 
 # System packages: Tk for the desktop client, Xvfb/xdotool for its tests.
 # Installed with apt-get when missing and we are root; otherwise we say what is missing.
@@ -40,6 +40,12 @@ run: system-deps $(STAMP)
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The packaged shelfd under a real systemd: a cached minimal Debian booted with
+# systemd-nspawn (root only; tests/system/test_systemd.py says what it checks).
+test-systemd: $(STAMP) dist
+	SHELF_SYSTEMD_TEST=1 SHELF_DIST=$(CURDIR)/dist $(BIN)/python -m pytest -q -p no:randomly \
+	  tests/system/test_systemd.py
+
 bench: system-deps $(STAMP) dist
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  for peer in nginx vsftpd; do command -v $$peer >/dev/null || [ -x /usr/sbin/$$peer ] || \
@@ -54,9 +60,16 @@ soak: $(STAMP)
 	  $(BIN)/python -m pytest -q -p no:randomly tests/test_reliability.py
 	$(BIN)/python tests/reliability_report.py .soak-figures.jsonl docs/reliability.md
 
+# dist/shelfd-service.tar.gz: what a server needs to run shelfd as a service, no Python:
+# the binary, install-service.sh, the unit, the ini template and the logrotate file.
 dist: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dist]'
 	$(BIN)/python packaging/build.py --dist dist --work build
+	rm -rf build/shelfd-service && mkdir -p build/shelfd-service
+	cp dist/shelfd packaging/systemd/install-service.sh packaging/systemd/shelfd.service \
+	   packaging/systemd/shelfd.ini build/shelfd-service/
+	cp packaging/logrotate/shelfd build/shelfd-service/shelfd.logrotate
+	tar -C build --owner=0 --group=0 -czf dist/shelfd-service.tar.gz shelfd-service
 
 screenshot: system-deps $(STAMP)
 	$(BIN)/python -m pip install -q pillow
@@ -66,7 +79,9 @@ screenshot: system-deps $(STAMP)
 install-desktop:
 	sh packaging/linux/install-desktop.sh
 
-install-service: dist
+# Uses dist/shelfd as it is (no venv, no rebuild); builds it only when it is missing.
+install-service:
+	@[ -x dist/shelfd ] || $(MAKE) dist
 	$(SUDO) sh packaging/systemd/install-service.sh dist/shelfd
 
 # The wire fuzzers alone, with soak-sized example counts (minutes, not part of make test).
