@@ -24,6 +24,8 @@ import os
 import re
 import select
 import socket
+import struct
+import termios
 
 VERSION = 1
 GREETING = "READY shelf/1"
@@ -339,8 +341,26 @@ class Channel:
     def send_line(self, text: str) -> None:
         self.send_raw(text.encode("utf-8") + b"\n")
 
+    def _unsent(self) -> int | None:
+        """Bytes queued in the socket that the peer has not acknowledged yet."""
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ,
+                                                  b"\0\0\0\0"))[0]
+        except OSError:
+            return None
+
+    def _drained_since(self, before: int | None) -> bool:
+        """After a send timed out: did the peer take anything meanwhile?
+
+        A socket becomes writable again only once a good part of its (up to
+        4 MB) buffer is free, so a slow but steady reader can keep a send
+        waiting past the timeout; that is progress, not idleness.
+        """
+        after = self._unsent()
+        return before is not None and after is not None and after < before
+
     def send_raw(self, data: bytes) -> None:
-        """Send all of ``data``; the socket's timeout bounds each wait for progress.
+        """Send all of ``data``; the socket's timeout bounds a wait with no progress.
 
         (``sendall`` would bound the whole call: a peer reading a long reply
         slowly but steadily is not idle.)
@@ -351,7 +371,12 @@ class Channel:
                 return
             view = memoryview(data)
             while view:
-                view = view[self.sock.send(view):]
+                before = self._unsent()
+                try:
+                    view = view[self.sock.send(view):]
+                except socket.timeout:
+                    if not self._drained_since(before):
+                        raise
         except socket.timeout:
             raise ConnectionLost("timed out sending to the peer") from None
         except OSError as exc:
@@ -370,9 +395,15 @@ class Channel:
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
             want = min(step, count - done)
+            before = self._unsent()
             try:
                 sent = self.sock.sendfile(fileobj, offset + done, want)
             except socket.timeout:
+                # sendfile() leaves the file at the end of what it sent.
+                moved = max(0, fileobj.tell() - (offset + done))
+                if moved or self._drained_since(before):
+                    done += moved
+                    continue
                 raise ConnectionLost("timed out in the middle of a transfer") from None
             except OSError as exc:
                 raise ConnectionLost("connection lost: %s" % (exc.strerror or exc)) from None

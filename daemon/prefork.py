@@ -80,8 +80,8 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
             continue
         peer = format_peer(address)
         if not peers.claim(slot, address[0], settings.max_per_ip):
-            log.warning("%s refused: %d sessions from %s already (max_per_ip)"
-                        % (settings.max_per_ip, address[0]))
+            log.warning("%s refused: %d sessions from %s already (max_per_ip)",
+                        peer, settings.max_per_ip, address[0])
             send_busy(conn)
             continue
         os.write(status_fd, ("B %d %s\n" % (pid, peer)).encode("utf-8"))

@@ -26,6 +26,7 @@ log = logging.getLogger("shelfd")
 LOG_FORMAT = "%(asctime)s shelfd[%(process)d] %(levelname)s %(message)s"
 JOURNAL_FORMAT = "<%(priority)d>%(levelname)s %(message)s"  # the journal adds time and pid
 SYSLOG_FORMAT = "shelfd[%(process)d]: %(levelname)s %(message)s"
+SYSLOG_SOCKET = "/dev/log"
 LONGEST_WAIT = 365 * 24 * 3600.0  # seconds: a timeout past a year is a typo
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Settings a SIGHUP can change for every session that starts afterwards.
@@ -281,12 +282,12 @@ def open_log_handler(settings: Settings, to_stderr: bool = True) -> logging.Hand
 def open_syslog() -> logging.Handler:
     """--daemon without --log-file logs to syslog, as classic daemons do."""
     import logging.handlers
-    try:
-        handler = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-    except OSError:
-        raise ConfigError("--daemon needs --log-file FILE: there is no syslog at /dev/log "
-                          "to send the log to") from None
+    handler = logging.handlers.SysLogHandler(
+        address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    if handler.socket.fileno() < 0:  # it does not raise when nothing listens there
+        handler.close()
+        raise ConfigError("--daemon needs --log-file FILE: there is no syslog at %s "
+                          "to send the log to" % SYSLOG_SOCKET)
     return _formatted(handler, SYSLOG_FORMAT)
 
 
