@@ -33,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version="shelf %s" % __version__)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="shelf: %(message)s")
-    import tkinter as tk
+    try:
+        import tkinter as tk
+    except ImportError as exc:  # a minimal system without libxcb1 / libX11
+        sys.stderr.write("shelf: cannot load the window toolkit (Tk): %s\n"
+                         "shelf: install libxcb1, fontconfig and a font (e.g. fonts-dejavu-core); "
+                         "see the README's system requirements\n" % exc)
+        return 1
     try:
         root = make_root()
     except tk.TclError as exc:

@@ -76,19 +76,26 @@ def test_packaged_shelfd_serves_put_and_get(dist, tmp_path):
 def test_packaged_shelfd_daemon_mode(dist, tmp_path):
     library = tmp_path / "library"
     library.mkdir()
+    (library / "mine.txt").write_text("mine")
     pidfile = tmp_path / "shelfd.pid"
     log = tmp_path / "shelfd.log"
     before = mei_folders()
-    start = [str(dist / "shelfd"), "--root", str(library), "--port", "0", "--daemon",
-             "--pidfile", str(pidfile), "--log-file", str(log)]
-    result = subprocess.run(start, capture_output=True, text=True, timeout=60)
+    # Relative paths, as an admin types them: they must mean what they meant here,
+    # though the packaged daemon re-executes itself and ends up in /.
+    start = [str(dist / "shelfd"), "--root", "library", "--port", "0", "--daemon",
+             "--pidfile", "shelfd.pid", "--log-file", "shelfd.log"]
+    result = subprocess.run(start, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     pid = int(pidfile.read_text())
     try:
         port = int(re.search(r"listening on \S+:(\d+)", log.read_text()).group(1))
         with Raw(port) as conn:
-            assert conn.request("LIST") == "EMPTY"
-        again = subprocess.run(start, capture_output=True, text=True, timeout=60)
+            assert conn.request("LIST") == "OK 1"  # our library, not the system's /lib
+            assert conn.line().startswith("mine.txt ")
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: "no setting changed" in log.read_text(), what="the reload")
+        assert "after a restart" not in log.read_text()
+        again = subprocess.run(start, capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert again.returncode == 1 and "already running (pid %d)" % pid in again.stderr
     finally:
         os.kill(pid, signal.SIGTERM)
