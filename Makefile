@@ -43,7 +43,7 @@ test: system-deps $(STAMP)
 # The packaged shelfd under a real systemd: a cached minimal Debian booted with
 # systemd-nspawn (root only; tests/system/test_systemd.py says what it checks).
 test-systemd: $(STAMP) dist
-	SHELF_SYSTEMD_TEST=1 SHELF_DIST=$(CURDIR)/dist $(BIN)/python -m pytest -q -p no:randomly \
+	SHELF_SYSTEMD_TEST=1 SHELF_DIST=$(CURDIR)/dist $(BIN)/python -m pytest -q -p no:randomly -p no:xvfb \
 	  tests/system/test_systemd.py
 
 bench: system-deps $(STAMP) dist

@@ -256,6 +256,8 @@ def installed(machine):
     result = machine.sh("cd /root && tar xzf shelfd-service.tar.gz && "
                         "sh shelfd-service/install-service.sh")
     assert "enable --now shelfd" in result.stdout, result.stdout
+    # ExecReload's kill is dash's builtin: a minimal Debian has no procps.
+    assert machine.sh("command -v python3 || ls /bin/kill /usr/bin/kill", check=False).returncode
     # The port is the machine's only setting that must change: it shares the host's network.
     port = free_port()
     ini = machine.path(INI)
@@ -278,11 +280,11 @@ def running(machine, installed):
 @pytest.fixture(scope="module", autouse=True)
 def report(request):
     yield
-    if FIGURES:
-        writer = request.config.pluginmanager.get_plugin("terminalreporter")
-        writer.write_line("")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print()
         for name, value in FIGURES.items():
-            writer.write_line("systemd test: %s: %s" % (name, value))
+            print("systemd test: %s: %s" % (name, value))
 
 
 def connects(port: int) -> bool:
@@ -352,6 +354,10 @@ def test_clients_transfer_files(machine, running, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert get.returncode == 0, get.stderr
     assert back.read_bytes() == data
+    # HASH loads OpenSSL: it must work under MemoryDenyWriteExecute and the syscall filter.
+    digest = subprocess.run([str(SHELF_CLI), *where, "hash", "report-%d.bin" % os.getpid()],
+                            capture_output=True, text=True, timeout=60)
+    assert digest.stdout.split()[:1] == [hashlib.sha256(data).hexdigest()], digest.stderr
     # Stored as the service user, inside the library, in the machine.
     stored = machine.out("stat -c '%%U %%s' /srv/shelf/report-%d.bin" % os.getpid())
     assert stored == "shelf %d" % len(data)
@@ -378,13 +384,13 @@ def test_reload_applies_a_config_change(machine, installed, running):
 def test_a_bad_config_is_refused_and_shelfd_keeps_serving(machine, installed, running):
     hups = machine.journal().count("SIGHUP")
     try:
-        edit_ini(machine, installed, "max_clients = plenty\n")
+        edit_ini(machine, installed, "max_upload = plenty\n")
         reload = machine.sh("systemctl reload shelfd", timeout=30, check=False)
         assert reload.returncode != 0, reload.stdout + reload.stderr
         assert machine.state() == "active"
         # --check-config said what is wrong, in one line, before any signal was sent.
         journal = machine.journal()
-        assert re.search(r"max_clients.*plenty", journal), journal[-2000:]
+        assert re.search(r"max_upload.*plenty", journal), journal[-2000:]
         assert journal.count("SIGHUP") == hups
         assert put_refused(running, "still-serving-%d.txt" % os.getpid()) is None
         with Raw(running) as conn:
@@ -463,10 +469,11 @@ def test_stop_during_a_download_lets_it_finish_without_sigkill(machine, installe
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
     FIGURES["download served after the stop began"] = "%.1f s" % (finished - stop_seen)
     assert finished - stop_seen > 0.5
-    show = machine.out("systemctl show shelfd -p ActiveState -p Result -p ExecMainCode "
-                       "-p ExecMainStatus")
+    # (systemd forgets ExecMainStatus once a stopped unit is unloaded: the journal says it)
+    show = machine.out("systemctl show shelfd -p ActiveState -p Result")
     assert dict(line.split("=", 1) for line in show.splitlines()) == {
-        "ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
-        "ExecMainStatus": "0"}, show
+        "ActiveState": "inactive", "Result": "success"}, show
     journal = machine.journal()
-    assert "SIGKILL" not in journal and "Killing process" not in journal, journal[-3000:]
+    tail = journal[journal.rindex("Stopping shelfd.service"):]
+    assert "stopped after" in tail and "Deactivated successfully" in tail, tail
+    assert "SIGKILL" not in journal and "Killing process" not in journal, tail
