@@ -308,7 +308,7 @@ def put_refused(port: int, name: str) -> str | None:
 
 # -- the checks ----------------------------------------------------------------
 
-def test_install_script_works_where_systemd_is_not_running(debian, tmp_path):
+def test_install_script_works_where_systemd_is_not_running(debian):
     """An image being prepared (a chroot, a container build) has no running systemd."""
     result = subprocess.run(
         nspawn(debian, "shelf-install-%d" % os.getpid(), "--bind-ro=%s:/mnt/release" % DIST,
@@ -345,21 +345,22 @@ def test_clients_transfer_files(machine, running, tmp_path):
     data = os.urandom(3 << 20)
     source = tmp_path / "report.bin"
     source.write_bytes(data)
+    name = "report-%d.bin" % os.getpid()
     where = ["--host", "127.0.0.1", "--port", str(running)]
-    put = subprocess.run([str(SHELF_CLI), *where, "put", str(source), "report-%d.bin" % os.getpid()],
+    put = subprocess.run([str(SHELF_CLI), *where, "put", str(source), name],
                          capture_output=True, text=True, timeout=60)
     assert put.returncode == 0, put.stderr
     back = tmp_path / "back.bin"
-    get = subprocess.run([str(SHELF_CLI), *where, "get", "report-%d.bin" % os.getpid(), str(back)],
+    get = subprocess.run([str(SHELF_CLI), *where, "get", name, str(back)],
                          capture_output=True, text=True, timeout=60)
     assert get.returncode == 0, get.stderr
     assert back.read_bytes() == data
     # HASH loads OpenSSL: it must work under MemoryDenyWriteExecute and the syscall filter.
-    digest = subprocess.run([str(SHELF_CLI), *where, "hash", "report-%d.bin" % os.getpid()],
+    digest = subprocess.run([str(SHELF_CLI), *where, "hash", name],
                             capture_output=True, text=True, timeout=60)
     assert digest.stdout.split()[:1] == [hashlib.sha256(data).hexdigest()], digest.stderr
     # Stored as the service user, inside the library, in the machine.
-    stored = machine.out("stat -c '%%U %%s' /srv/shelf/report-%d.bin" % os.getpid())
+    stored = machine.out("stat -c '%%U %%s' /srv/shelf/%s" % name)
     assert stored == "shelf %d" % len(data)
 
 
@@ -371,7 +372,8 @@ def test_reload_applies_a_config_change(machine, installed, running):
         refusal = wait_for(lambda: put_refused(running, "after-reload.txt"), timeout=10,
                            interval=0.1, what="the reload to make the library read-only")
         assert "read-only" in refusal
-        assert "read_only = True" in machine.journal()
+        wait_for(lambda: "read_only = True" in machine.journal(), timeout=10, interval=0.2,
+                 what="the reload's line in the journal")
         edit_ini(machine, installed, "")
         machine.sh("systemctl reload shelfd", timeout=30)
         wait_for(lambda: put_refused(running, "after-second-reload-%d.txt" % time.monotonic_ns())
@@ -389,8 +391,9 @@ def test_a_bad_config_is_refused_and_shelfd_keeps_serving(machine, installed, ru
         assert reload.returncode != 0, reload.stdout + reload.stderr
         assert machine.state() == "active"
         # --check-config said what is wrong, in one line, before any signal was sent.
-        journal = machine.journal()
-        assert re.search(r"max_upload.*plenty", journal), journal[-2000:]
+        journal = wait_for(lambda: re.search(r"max_upload.*plenty", machine.journal())
+                           and machine.journal(), timeout=10, interval=0.2,
+                           what="--check-config's line in the journal")
         assert journal.count("SIGHUP") == hups
         assert put_refused(running, "still-serving-%d.txt" % os.getpid()) is None
         with Raw(running) as conn:
@@ -473,7 +476,10 @@ def test_stop_during_a_download_lets_it_finish_without_sigkill(machine, installe
     show = machine.out("systemctl show shelfd -p ActiveState -p Result")
     assert dict(line.split("=", 1) for line in show.splitlines()) == {
         "ActiveState": "inactive", "Result": "success"}, show
-    journal = machine.journal()
+    def stopped():
+        text = machine.journal()
+        after = text[text.rindex("Stopping shelfd.service"):]
+        return "stopped after" in after and "Deactivated successfully" in after and text
+    journal = wait_for(stopped, timeout=10, interval=0.2, what="the stop in the journal")
     tail = journal[journal.rindex("Stopping shelfd.service"):]
-    assert "stopped after" in tail and "Deactivated successfully" in tail, tail
     assert "SIGKILL" not in journal and "Killing process" not in journal, tail
