@@ -2,7 +2,11 @@
 
 One ``Client`` is one session, owned by one thread at a time (the desktop
 client gives each transfer its own). Every wait has a timeout; every failure
-is a typed exception whose str() can be shown to a user as it is.
+is a typed exception whose str() can be shown to a user as it is. A request
+that stops before its whole reply was read (a timeout, Ctrl+C, a cancel, a
+local write error) closes the session: bytes are still in flight, so the
+next request could only read them as its reply. ``closed`` then says so and
+the owner opens a new ``Client``.
 
     with Client("127.0.0.1", 8021) as shelf:
         for entry in shelf.list():
@@ -16,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import stat as stat_module
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
@@ -29,6 +34,10 @@ __all__ = ["Client", "Entry", "ShelfError", "Exists", "NotFound", "ServerBusy", 
            "ProtocolError", "ConnectionLost", "CannotConnect", "Cancelled", "ShortFile"]
 
 DEFAULT_TIMEOUT = 30.0
+# The server reads the whole file before HASH answers: that wait is work, not a
+# stall. A server hashing slower than this (a slow disk, a small board) on top
+# of the usual timeout is taken for stalled.
+HASH_RATE_FLOOR = 16 << 20  # bytes a second
 
 Progress = Callable[[int], None]
 Cancel = Callable[[], bool]
@@ -80,8 +89,8 @@ class Client:
         self.channel = Channel(sock)
         try:
             greeting = self._read_line()
-        except ConnectionLost:
-            self.close()
+        except BaseException:
+            self.channel.close()
             raise
         if greeting == BUSY:
             self.close()
@@ -110,21 +119,39 @@ class Client:
         except ConnectionClosed:
             raise ConnectionLost("the server closed the connection") from None
 
-    def _request(self, line: str) -> tuple[str, str]:
-        self.channel.send_line(line)
-        return self._reply()
+    @contextmanager
+    def _exchange(self):
+        """Around one request and its whole reply: a reply the server gave
+        (FAIL, EXISTS) leaves the session in step; anything else that ends it
+        early (timeout, KeyboardInterrupt, cancel, a local error) breaks it."""
+        try:
+            yield
+        except (NotFound, RemoteError, Exists):
+            raise
+        except BaseException:
+            self._broken()
+            raise
 
-    def _reply(self) -> tuple[str, str]:
+    def _request(self, line: str, name: str | None = None) -> tuple[str, str]:
+        self.channel.send_line(line)
+        return self._reply(name)
+
+    def _reply(self, name: str | None = None) -> tuple[str, str]:
         word, rest = split_reply(self._read_line())
         if word == FAIL:
             if rest.startswith(protocol.NO_SUCH_FILE):
-                raise NotFound("no such file in the library")
+                raise NotFound("no such file in the library" + (": %s" % name if name else ""))
             raise RemoteError(rest or "the server refused")
         return word, rest
 
     def _broken(self) -> None:
-        """After a cut transfer the framing is lost: the session cannot go on."""
-        self.close()
+        """The framing is lost: the session cannot go on."""
+        self.abort()
+
+    def abort(self) -> None:
+        """Close at once, without the polite QUIT: for a session that may be
+        out of step (the server would read QUIT as file bytes, or never)."""
+        self.channel.close()
 
     def close(self) -> None:
         """Leave politely (QUIT) if we can, then close the socket."""
@@ -140,34 +167,57 @@ class Client:
     # -- requests ------------------------------------------------------------
 
     def noop(self) -> None:
-        self._request("NOOP")
+        with self._exchange():
+            self._request("NOOP")
 
     def list(self) -> list[Entry]:
-        word, rest = self._request("LIST")
-        if word == EMPTY:
-            return []
-        count = parse_decimal(rest, "count")
-        entries = []
-        for _ in range(count):
-            parts = self._read_line().split(" ")
-            if len(parts) != 3:
-                raise ProtocolError("malformed LIST line from server")
-            entries.append(Entry(decode_name(parts[0]), int(parts[1]), int(parts[2])))
-        return entries
+        with self._exchange():
+            word, rest = self._request("LIST")
+            if word == EMPTY:
+                return []
+            count = parse_decimal(rest, "count")
+            entries = []
+            for _ in range(count):
+                parts = self._read_line().split(" ")
+                if len(parts) != 3:
+                    raise ProtocolError("malformed LIST line from server")
+                entries.append(Entry(decode_name(parts[0]), int(parts[1]), int(parts[2])))
+            return entries
 
     def stat(self, name: str) -> Entry:
-        word, rest = self._request("STAT %s" % self._encode(name))
+        request = "STAT %s" % self._encode(name)
+        with self._exchange():
+            word, rest = self._request(request, name)
         parts = rest.split(" ")
         if word != OK or len(parts) != 2:
             raise ProtocolError("malformed STAT reply from server")
         return Entry(name, int(parts[0]), int(parts[1]))
 
-    def hash(self, name: str) -> str:
-        word, rest = self._request("HASH %s" % self._encode(name))
+    def hash(self, name: str, size: int | None = None) -> str:
+        """The file's SHA-256 as the server computes it.
+
+        Give ``size`` (the file's byte count) for a large file: the reply may
+        then take ``hash_wait(size)`` seconds, the time the server needs to
+        read it, instead of the usual timeout.
+        """
+        request = "HASH %s" % self._encode(name)
+        with self._exchange():
+            self.channel.send_line(request)
+            if size is not None:
+                self.channel.sock.settimeout(self.hash_wait(size))
+            try:
+                word, rest = self._reply(name)
+            finally:
+                if size is not None and not self.closed:
+                    self.channel.sock.settimeout(self.timeout)
         algorithm, _, digest = rest.partition(" ")
         if word != OK or algorithm != "sha256" or len(digest) != 64:
             raise ProtocolError("malformed HASH reply from server")
         return digest
+
+    def hash_wait(self, size: int) -> float:
+        """Seconds a HASH of a ``size``-byte file may take before it counts as stalled."""
+        return self.timeout + size / HASH_RATE_FLOOR
 
     def get(self, name: str, file: BinaryIO, offset: int = 0,
             progress: Progress | None = None, cancel: Cancel | None = None) -> int:
@@ -180,14 +230,11 @@ class Client:
         request = "GET %s" % self._encode(name)
         if offset:
             request += " %d" % offset
-        word, rest = self._request(request)
-        length = parse_decimal(rest, "length")
         write = getattr(file, "write")
-        try:
+        with self._exchange():
+            word, rest = self._request(request, name)
+            length = parse_decimal(rest, "length")
             self.channel.read_exact_into(write, length, progress, cancel)
-        except (Cancelled, ConnectionLost, OSError):
-            self._broken()
-            raise
         return length
 
     def put(self, name: str, file: BinaryIO, size: int,
@@ -198,20 +245,18 @@ class Client:
         or when another session stored it first). Regular files go out with
         sendfile(); pipes and other streams with plain reads.
         """
-        word, rest = self._request("PUT %s %d" % (self._encode(name), size))
-        if word == EXISTS:
-            raise Exists("%s is already in the library" % name)
-        try:
+        request = "PUT %s %d" % (self._encode(name), size)
+        with self._exchange():
+            word, rest = self._request(request)
+            if word == EXISTS:
+                raise Exists("%s is already in the library" % name)
             if _is_regular(file):
                 self.channel.send_file(file, file.tell(), size, progress, cancel)
             else:
                 self.channel.send_stream(file.read, size, progress, cancel)
-        except (Cancelled, ConnectionLost, ShortFile, OSError):
-            self._broken()
-            raise
-        word, rest = self._reply()
-        if word == EXISTS:
-            raise Exists("%s was stored by someone else first" % name)
+            word, rest = self._reply()
+            if word == EXISTS:
+                raise Exists("%s was stored by someone else first" % name)
         return size
 
     @staticmethod

@@ -133,7 +133,7 @@ def test_put_local_problems(shelfd, tmp_path):
 def test_get_missing_name_leaves_nothing(shelfd, tmp_path):
     result = cli(shelfd, "get", "ghost.txt", str(tmp_path / "ghost.txt"))
     assert result.returncode == 3
-    assert err(result) == "shelf-cli: no such file in the library\n"
+    assert err(result) == "shelf-cli: no such file in the library: ghost.txt\n"
     assert not [name for name in os.listdir(tmp_path) if "ghost" in name]
 
 
