@@ -3,7 +3,8 @@
 Shared by the one-shot subcommands and the ``shell`` prompt. Single-threaded,
 in the terminal's process. Each function prints its own result to stdout and
 raises a ``common.protocol.ShelfError`` (or ``LocalError``) on failure; the
-caller turns errors into one line on stderr and an exit code.
+caller turns errors into one line on stderr and an exit code. A ``Session``
+hands out the open client and opens a new one when a cut request closed it.
 """
 
 from __future__ import annotations
@@ -15,36 +16,98 @@ import sys
 from contextlib import contextmanager
 
 from common.client import Client, Exists
-from common.files import (DestinationExists, LocalError, Partial, download_atomically,
-                          resume_offset)
+from common.files import (CannotResume, DestinationExists, DownloadInProgress, LocalError,
+                          LocalNotFound, LocalWriteError, Partial, Unverified,
+                          download_atomically)
 from common.humanize import display_width, human_size, local_time, pad
+
+__all__ = ["Session", "cmd_ls", "cmd_stat", "cmd_hash", "cmd_get", "cmd_put",
+           "resolve_destinations", "LocalError", "LocalNotFound", "LocalWriteError",
+           "DestinationExists", "DownloadInProgress", "CannotResume", "Partial", "Unverified"]
+
+
+# -- the session ---------------------------------------------------------------
+
+class Session:
+    """The client of one shelf-cli run (or shell), reopened when it was closed.
+
+    A request cut in the middle (Ctrl+C, a timeout, a local write error)
+    closes its session, because the server's bytes are still in flight; the
+    next command then starts a new session instead of reading them.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.host, self.port, self.timeout = host, port, timeout
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None or self._client.closed:
+            self._client = Client(self.host, self.port, timeout=self.timeout)
+        return self._client
+
+    def connect(self) -> Client:
+        """The open client; a new session when there is none (CannotConnect...)."""
+        return self.client
+
+    def drop(self) -> None:
+        """Close at once, without QUIT: the session may be out of step."""
+        if self._client is not None:
+            self._client.abort()
+            self._client = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 # -- progress ----------------------------------------------------------------
 
 @contextmanager
-def progress_bar(name: str, total: int, enabled: bool, initial: int = 0):
-    """Yield a progress(done) callback: a tqdm bar on a terminal, nothing otherwise."""
+def progress_bar(name: str, total: int, enabled: bool, initial: int | None = 0):
+    """Yield a progress(done) callback: a tqdm bar on a terminal, nothing otherwise.
+
+    ``initial=None``: the bar appears at the first call and starts at its
+    value (a resumed download reports its kept bytes first).
+    """
     if not enabled:
         yield None
         return
     from tqdm import tqdm
 
     columns, rows = stderr_size()
-    bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=name if len(name) <= 30 else name[:27] + "...", file=sys.stderr,
-               ncols=columns, nrows=rows, leave=False, miniters=1,
-               bar_format="{desc}  [{bar:20}] {percentage:3.0f}%  {rate_fmt}  ETA {remaining}")
-    last = [initial]
+    bars = []
+    last = [0]
 
-    def update(done):
-        bar.update(done - last[0])
+    def start(done: int) -> None:
+        bars.append(tqdm(
+            total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=name if len(name) <= 30 else name[:27] + "...", file=sys.stderr,
+            ncols=columns, nrows=rows, leave=False, miniters=1,
+            bar_format="{desc}  [{bar:20}] {percentage:3.0f}%  {rate_fmt}  ETA {remaining}"))
         last[0] = done
 
+    def update(done: int) -> None:
+        if not bars:
+            start(done)
+            return
+        bars[0].update(done - last[0])
+        last[0] = done
+
+    if initial is not None:
+        start(initial)
     try:
         yield update
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def stderr_size() -> tuple[int, int]:
@@ -97,7 +160,7 @@ def resolve_destinations(names: list[str], dest: str | None) -> list[tuple[str, 
     dest = os.path.expanduser(dest)
     if os.path.isdir(dest) or dest.endswith(os.sep):
         if not os.path.isdir(dest):
-            raise LocalError("no such folder: %s" % dest)
+            raise LocalNotFound("no such folder: %s" % dest)
         return [(name, os.path.abspath(os.path.join(dest, name))) for name in names]
     if len(names) > 1:
         raise LocalError("with several names the last argument must be a folder: %s" % dest)
@@ -112,13 +175,14 @@ def cmd_get(client: Client, name: str, target: str, force: bool = False,
     """
     if os.path.lexists(target) and not force:
         raise DestinationExists("%s already exists (use --force to replace it)" % target)
-    size = client.stat(name).size
-    offset = resume_offset(target, size) if resume else 0
-    with progress_bar(name, size, show_progress, initial=offset) as progress:
+    remote = client.stat(name)
+    with progress_bar(name, remote.size, show_progress, initial=None) as progress:
         try:
             return download_atomically(client, name, target, overwrite=force, resume=resume,
                                        keep_partial=True, verify=verify, progress=progress,
-                                       size=size)
+                                       remote=remote)
+        except Unverified:
+            raise  # it says what to do
         except Partial as exc:
             raise Partial("%s; run again with --continue to resume" % exc) from None
 
@@ -138,7 +202,7 @@ def cmd_put(client: Client, path: str, name: str | None = None, size: int | None
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
-        raise LocalError("no such file: %s" % path) from None
+        raise LocalNotFound("no such file: %s" % path) from None
     except IsADirectoryError:
         raise LocalError("%s is a folder; upload files one by one" % path) from None
     except PermissionError:
