@@ -24,6 +24,7 @@ sys.path.insert(0, ROOT)
 
 from bench.operations import (concurrent_downloads, download, small_files,  # noqa: E402
                               session_rate, timed, upload, median_of)
+from bench.burst import burst_figures  # noqa: E402
 from bench.report import plot, render  # noqa: E402
 from bench.servers import HttpServer, Limit, Nginx, PyFtpdlib, Shelf, Vsftpd  # noqa: E402
 
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
             results["nginx"]["parallel"] = concurrent_downloads(nginx, "par.bin", parallel,
                                                                 parallel_size)
         results["Shelf"]["master_rss_kib"] = rss_kib(shelf.proc.pid)
+        report["burst"] = burst_table(few, work, args.quick, args.no_peers, report["missing"])
     finally:
         for server in everything:
             server.stop()
@@ -190,6 +192,32 @@ def main(argv=None) -> int:
         json.dump(report, handle, indent=2)
     plot(report, os.path.dirname(os.path.abspath(args.output)))
     return 0
+
+
+def burst_table(few: str, work: str, quick: bool, no_peers: bool, missing: list) -> dict:
+    """300 clients at once, then idle: Shelf (default and pooled), vsftpd, pyftpdlib.
+
+    Each server gets a fresh process and room for every client (Shelf's
+    per-address limit would otherwise turn loopback clients away).
+    """
+    room = ["--max-clients", "400", "--max-per-ip", "400"]
+    makers = [lambda: Shelf(few, "Shelf", room),
+              lambda: Shelf(few, "Shelf, --prefork 8", room + ["--prefork", "8"])]
+    if not no_peers:
+        makers += [lambda: Vsftpd(few, work), lambda: PyFtpdlib(few)]
+    sizes = (5, 20) if quick else (10, 100, 300)
+    figures = {}
+    for make in makers:
+        try:
+            server = make()
+        except Exception as exc:  # noqa: BLE001 - reported as missing, never dropped
+            missing.append("burst: %s" % str(exc).split("\n")[0])
+            continue
+        try:
+            figures.update(burst_figures([server], sizes))
+        finally:
+            server.stop()
+    return {"sizes": list(sizes), "servers": figures}
 
 
 def rss_kib(pid: int) -> int | None:

@@ -67,6 +67,7 @@ def render(report: dict, args) -> str:
     if shelf.get("master_rss_kib"):
         out.append("* shelfd's master process RSS after the run: %.1f MiB (a small master "
                    "keeps fork fast)." % (shelf["master_rss_kib"] / 1024))
+    out += render_burst(report)
     gui = rows.get("gui")
     if gui:
         out += ["", "## Desktop client", ""]
@@ -91,7 +92,10 @@ def render(report: dict, args) -> str:
                     % fmt(startup.get("shelfd_listen_s")),
                     "| `dist/shelf` to its window on screen | %s s | 1 s |"
                     % fmt(startup.get("shelf_window_s"))]
-    out += ["", "![throughput](perf-throughput.png)", "![sessions](perf-sessions.png)", ""]
+    out += ["", "![throughput](perf-throughput.png)", "![sessions](perf-sessions.png)"]
+    if report.get("burst"):
+        out += ["![memory per idle session](perf-memory.png)"]
+    out += [""]
     out += [NOTES]
     return "\n".join(out) + "\n"
 
@@ -128,6 +132,61 @@ NOTES = """## What was changed for speed, and why
 """
 
 
+def render_burst(report: dict) -> list[str]:
+    """The burst-and-memory table, and a line per server of USS against sessions."""
+    burst = report.get("burst")
+    if not burst or not burst.get("servers"):
+        return []
+    largest = max(burst["sizes"])
+    out = ["", "## A burst of %d clients, then idle sessions" % largest, "",
+           "One client process drives %d non-blocking sockets: all connect at once, each "
+           "reads its greeting and sends a NOOP, then all stay idle while the server's "
+           "processes are measured; then all QUIT. USS per idle session: the unique memory "
+           "summed over the server's processes, minus the idle server's, divided by the "
+           "sessions. Every server has room for every client." % largest, "",
+           "| server | never greeted | BUSY | ready p50 / p99 / last ms | USS per idle "
+           "session KiB | processes | all QUIT ms |", "|---|---|---|---|---|---|---|"]
+    for name, rows in burst["servers"].items():
+        row = rows.get(str(largest)) or rows.get(largest) or {}
+        if "error" in row:
+            out.append("| %s | %s | | | | | |" % (name, row["error"]))
+            continue
+        out.append("| %s | %s of %s | %s | %s / %s / %s | %s | %s | %s |" % (
+            name, row.get("never"), row.get("clients"), row.get("busy"),
+            fmt(row.get("p50_ms"), "%.0f"), fmt(row.get("p99_ms"), "%.0f"),
+            fmt(row.get("last_ms"), "%.0f"), fmt(row.get("uss_per_session_kib"), "%.0f"),
+            row.get("processes"), fmt(row.get("all_quit_ms"), "%.0f")))
+    out += ["", "USS per idle session (KiB) by the number of sessions:", "",
+            "| server | %s |" % " | ".join(str(size) for size in burst["sizes"]),
+            "|---|%s" % ("---|" * len(burst["sizes"]))]
+    for name, rows in burst["servers"].items():
+        cells = [fmt((rows.get(str(size)) or rows.get(size) or {}).get("uss_per_session_kib"),
+                     "%.0f") for size in burst["sizes"]]
+        out.append("| %s | %s |" % (name, " | ".join(cells)))
+    return out
+
+
+def plot_burst(report: dict, folder: str, plt) -> None:
+    burst = report.get("burst")
+    if not burst or not burst.get("servers"):
+        return
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for name, rows in burst["servers"].items():
+        points = [(size, (rows.get(str(size)) or rows.get(size) or {}).get("uss_per_session_kib"))
+                  for size in burst["sizes"]]
+        points = [(size, value) for size, value in points if value is not None]
+        if points:
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    axis.set_xscale("log")
+    axis.set_xlabel("idle sessions")
+    axis.set_ylabel("USS per idle session, KiB")
+    axis.set_title("Memory per idle session")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "perf-memory.png"), dpi=100)
+    plt.close(figure)
+
+
 def plot(report: dict, folder: str) -> None:
     try:
         import matplotlib
@@ -162,3 +221,4 @@ def plot(report: dict, folder: str) -> None:
     figure.tight_layout()
     figure.savefig(os.path.join(folder, "perf-sessions.png"), dpi=100)
     plt.close(figure)
+    plot_burst(report, folder, plt)

@@ -57,9 +57,7 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
 
     install_child_signals(on_stop, stop_w, on_retire)
     leave_with_master(master)
-    poller = select.poll()
-    poller.register(listener.fileno(), select.POLLIN)
-    poller.register(stop_r, select.POLLIN)
+    poller = ready_poller(listener, stop_r)
     pid = os.getpid()
     served = 0
     while not state["stopping"] and served < SESSIONS_PER_PROCESS:
@@ -76,7 +74,7 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
             if state["retiring"] or state["stopping"]:
                 break
             log.error("cannot accept: %s", exc.strerror)
-            poller.poll(500)  # out of descriptors: let the master see it, do not spin
+            poller.poll(0.5)  # out of descriptors: let the master see it, do not spin
             continue
         peer = format_peer(address)
         if not peers.claim(slot, address[0], settings.max_per_ip):
@@ -99,6 +97,19 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
         served += 1
         if not (state["stopping"] or state["retiring"]) and served < SESSIONS_PER_PROCESS:
             os.write(status_fd, b"I %d\n" % pid)
+
+
+def ready_poller(listener: socket.socket, stop_fd: int):
+    """Wait for a client or a stop; of all ready processes, the kernel wakes one.
+
+    EPOLLEXCLUSIVE: without it, every idle process wakes for every new
+    client and all but one find nothing to accept (a thundering herd that
+    costs a context switch per idle process per session).
+    """
+    poller = select.epoll()
+    poller.register(listener.fileno(), select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
+    poller.register(stop_fd, select.EPOLLIN)
+    return poller
 
 
 def _load_prctl():

@@ -23,6 +23,7 @@ import signal
 import socket
 import time
 
+from common.protocol import ShelfError
 from daemon.library import Library
 from daemon.session import FORK_BLOCKED, send_busy, serve_in_child  # once here, not in every child
 
@@ -52,6 +53,7 @@ class Server:
         self.prefork = settings.prefork
         self.idle: set[int] = set()
         self.stale: set[int] = set()  # started before a reload: replace when idle
+        self.idle_since: dict[int, float] = {}
         self._status = b""
         self._listening = True
         self.master_fds: list[int] = []  # set by the service (the PID file): never a child's
@@ -112,14 +114,17 @@ class Server:
         if self.prefork:
             self._status_r, self._status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             selector.register(self._status_r, selectors.EVENT_READ, "status")
+        warm_up()  # before "listening" is said: a supervisor sees a settled master
         if self.on_ready is not None:
             self.on_ready()
         # Objects made so far never change: keep them out of the collector's
         # reach so forked children do not copy pages just to scan them.
+        gc.collect()
         gc.freeze()
         try:
             while not self.stopping:
                 if self.prefork:
+                    self._trim_idle()
                     self._top_up()
                 self._resume_accepting()
                 for key, _ in selector.select(timeout=self._select_timeout()):
@@ -298,6 +303,7 @@ class Server:
             return False
         self.children[pid] = "idle"
         self.idle.add(pid)
+        self.idle_since[pid] = time.monotonic()
         self.slots[pid] = slot
         return True
 
@@ -324,11 +330,28 @@ class Server:
             else:
                 self.children[pid] = "idle"
                 self.idle.add(pid)
-                # Started before a reload, or the pool grew in a burst to twice the
-                # idle processes asked for (the slack keeps steady load from churning).
-                if pid in self.stale or len(self.idle) > 2 * self.prefork:
+                self.idle_since[pid] = time.monotonic()
+                if pid in self.stale:  # started before a reload: its settings are old
                     self.idle.discard(pid)
                     self._signal(pid, signal.SIGUSR1)
+
+    IDLE_RETIRE = 15.0  # seconds a surplus ready process waits before it is retired
+
+    def _trim_idle(self) -> None:
+        """Retire ready processes beyond ``prefork`` that have been idle a while.
+
+        A burst grows the pool at once; it shrinks back slowly, oldest idle
+        first, so steady load never pays for a fork per session (churn).
+        """
+        surplus = len(self.idle) - self.prefork
+        if surplus <= 0:
+            return
+        cutoff = time.monotonic() - self.IDLE_RETIRE
+        for pid in sorted(self.idle, key=lambda p: self.idle_since.get(p, 0.0))[:surplus]:
+            if self.idle_since.get(pid, 0.0) > cutoff:
+                break
+            self.idle.discard(pid)
+            self._signal(pid, signal.SIGUSR1)
 
     def retire_workers(self) -> None:
         """After a reload: idle processes go now, busy ones when their session ends."""
@@ -350,6 +373,7 @@ class Server:
         """Drop a reaped child from every table; its peer."""
         self.idle.discard(pid)
         self.stale.discard(pid)
+        self.idle_since.pop(pid, None)
         self.hosts.pop(pid, None)
         slot = self.slots.pop(pid, None)
         if slot is not None:
@@ -436,6 +460,63 @@ def fork_with_stops_blocked() -> int:
     if pid:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return pid
+
+
+WARM_UP_SCRIPT = (b"NOOP\nLIST\nSTAT a.txt\nGET a.txt\nGET a.txt 1\nHASH a.txt\n"
+                  b"STAT .x\nBOGUS\nNOOP\nQUIT\n")
+
+
+def warm_up(rounds: int = 8) -> None:
+    """Run a few sessions in the master, over socket pairs, before the first fork.
+
+    CPython 3.11 specialises bytecode as it runs it, writing into the code
+    objects: if every child did that on its own, each would copy the pages
+    of every code object on its path. Run once here, the pages stay shared.
+    The sessions serve a one-file read-only library in a temporary folder of
+    their own and log to nowhere; where no such folder can be made, nothing
+    is warmed (only slower).
+    """
+    import io
+    from daemon.session import Session
+
+    folder = os.path.join(os.environ.get("TMPDIR") or "/tmp", ".shelfd-warm-up-%d" % os.getpid())
+    try:
+        os.mkdir(folder, 0o700)
+    except OSError:
+        return
+    try:
+        with open(os.path.join(folder, "a.txt"), "wb") as handle:
+            handle.write(b"warm-up\n")
+        library = Library(folder, read_only=True)
+    except (OSError, ShelfError):
+        _remove_folder(folder)
+        return
+    handlers = log.handlers[:]
+    sink = logging.StreamHandler(io.StringIO())
+    if handlers:
+        sink.setFormatter(handlers[0].formatter)
+    log.handlers[:] = [sink]
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        for _ in range(rounds):
+            ours, theirs = socket.socketpair()
+            with ours, theirs:
+                theirs.sendall(WARM_UP_SCRIPT)
+                Session(ours, "(warm-up)", library, 5.0).run()
+    except (OSError, ShelfError):
+        pass  # only slower
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        library.close()
+        _remove_folder(folder)
+
+
+def _remove_folder(folder: str) -> None:
+    for name in os.listdir(folder):
+        os.unlink(os.path.join(folder, name))
+    os.rmdir(folder)
 
 
 def signal_name(signum: int) -> str:
