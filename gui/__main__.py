@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from common import __version__
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from gui.app import ShelfApp
     try:
-        ShelfApp(root, host=args.host, port=args.port, theme=args.theme)
+        app = ShelfApp(root, host=args.host, port=args.port, theme=args.theme)
     except Exception as exc:  # noqa: BLE001 - one friendly line instead of a traceback
         from gui.desktop import write_crash_log
         import traceback
@@ -55,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("shelf: could not start: %s%s\n"
                          % (exc, " (details in %s)" % path if path else ""))
         return 1
-    root.mainloop()
+    # Ctrl+C in the terminal closes the window the quiet way (the queue is kept for
+    # next time). The handler only records; the drain loop acts on it.
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: setattr(app, "interrupted", True))
+    try:
+        root.mainloop()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0
 
 

@@ -1,13 +1,16 @@
 """The desktop client's window: composition and the actions its controls call.
 
 UI thread only, everything in this module. Workers (the control session in
-``gui.remote``, transfers in ``gui.transfers``) reach the UI only through
-``self.events``, a ``queue.Queue`` that one ``after()`` loop drains in bounded
-batches (``_drain``); the loop's id is kept and cancelled on close.
+``gui.remote``, transfer workers in ``gui.engine``) reach the UI only through
+``self.events``, a ``queue.Queue`` that one ``after()`` loop drains for at
+most ``DRAIN_BUDGET`` seconds a tick (``_drain``), then redraws what changed
+once; the loop's id is kept and cancelled on close. Tk's own work (redraw,
+geometry, input) always gets the rest of the tick.
 
 Every user action is a plain method (``connect``, ``upload_selected``,
-``download_names``, ``drop_paths``, ...) that the buttons, keys, menus and the
-tests all call the same way.
+``download_names``, ``drop_paths``, ``retry_selected``...) that buttons,
+keys, menus and tests all call the same way. The layout and the keyboard
+live in ``gui.layout``; what is shown to a person is worded by ``gui.wording``.
 """
 
 from __future__ import annotations
@@ -17,31 +20,35 @@ import os
 import queue
 import time
 import tkinter as tk
-import tkinter.font
 import traceback
-from tkinter import ttk
 
 from common import __version__
 from common.humanize import human_size
 from common.protocol import DEFAULT_PORT, is_valid_name
 from gui import settings as settings_module
 from gui.desktop import apply_theme, set_window_icon, write_crash_log
-from gui.dialogs import ConfirmDialog, resolve_conflicts
-from gui.panes import LocalPane, RemotePane, make_icons
+from gui.dialogs import ChoiceDialog, resolve_conflicts
+from gui.engine import FileFinished, LanePaused, WorkerStopped, part_path, remove_quietly
+from gui.journal import Journal
+from gui import layout
+from gui.layout import build_window
+from gui.panes import KIND_WORDS
 from gui.remote import Connected, Disconnected, Listed, RemoteFailed, RemoteWorker
-from gui.transfers import (DOWNLOAD, UPLOAD, Finished, Progress, State, TransferList,
-                           TransferManager)
+from gui.transfers import DOWNLOAD, UPLOAD, State, TransferEngine, batch_figures
+from gui.wording import plain_error, plural, sentence
 
 log = logging.getLogger("shelf.gui")
 
-POLL_MS = 40          # the drain loop's period
-MAX_BATCH = 200       # messages handled per tick, so a flood never freezes the UI
-DRAG_THRESHOLD = 6    # pixels before a press becomes a drag
+POLL_MS = 30          # the drain loop's period
+DRAIN_BUDGET = 0.012  # seconds of message handling per tick; the rest is Tk's
+QUIT_WAIT = 1.5       # seconds quitting waits for workers' final messages
+MAX_FAILURE_LINES = 20  # per batch in Messages; the row and the count tell the rest
 
 
 class ShelfApp:
     def __init__(self, root: tk.Tk, host: str | None = None, port: int | None = None,
-                 settings_path: str | None = None, theme: str | None = None):
+                 settings_path: str | None = None, theme: str | None = None,
+                 queue_folder: str | None = None):
         self.root = root
         self.settings_path = settings_path
         self.settings = settings_module.load(settings_path)
@@ -49,167 +56,60 @@ class ShelfApp:
         self.closing = False
         self.closed = False
         self.connected = False
+        self.connecting = False
+        self.address: tuple | None = None   # the server the window browses
         self.active_dialog = None
+        self.interrupted = False            # set by the SIGINT handler (only a flag)
         self._drag = None
-        self._refresh_pending = None
+        self._dirty: set = set()
+        self._new_batches: set = set()
+        self._failure_lines: dict = {}
+        self._save_job = None
+        self._close_deadline = 0.0
+        self.context_menu = None
 
         root.title("Shelf")
         set_window_icon(root)
         root.report_callback_exception = self.report_exception
         self.scale = max(1.0, root.winfo_fpixels("1i") / 96.0)
         self.theme = apply_theme(root, theme)
-        self.icons = make_icons(root, int(round(16 * self.scale)))
-        self._style_rows()
-        self._build()
+        build_window(self)
         root.geometry(self.settings.geometry)
         root.protocol("WM_DELETE_WINDOW", self.on_close)
 
-        self.transfers = TransferManager(self.post, self._transfer_changed,
-                                         self._transfer_finished)
+        if queue_folder is None:
+            queue_folder = os.path.join(settings_module.state_dir(), "queue")
+        self.journal = Journal(queue_folder)
+        self.transfers = TransferEngine(self.post, self._batch_changed, self._batch_finished,
+                                        self._file_failed, self.journal)
         self.remote_worker = RemoteWorker(self.post)
-        self._bind_keys()
-        self._enable_file_drop()
-        self.local.open_folder(self.settings.local_folder or os.path.expanduser("~"))
+        layout.enable_file_drop(self)
+        self._open_first_folder()
         self.root.after_idle(self._restore_split)
         self._poll_id = root.after(POLL_MS, self._drain)
         self.log_message("Shelf %s ready" % __version__)
+        self.root.bind("<Configure>", self._window_moved, add="+")
         if host:
             self.connect(host, port or DEFAULT_PORT)
+        self._resume_job = self.root.after(200, self.offer_resume)
 
-    # -- building -----------------------------------------------------------------
-
-    def _style_rows(self) -> None:
-        style = ttk.Style(self.root)
-        font = tk.font.nametofont("TkDefaultFont")
-        height = max(font.metrics("linespace") + int(8 * self.scale), int(22 * self.scale))
-        style.configure("Treeview", rowheight=height)
-
-    def _build(self) -> None:
-        root = self.root
-        outer = ttk.Frame(root, padding=6)
-        outer.pack(fill="both", expand=True)
-
-        bar = ttk.Frame(outer)
-        bar.pack(fill="x")
-        ttk.Label(bar, text="Host").pack(side="left")
-        self.host_var = tk.StringVar(root, value=self.settings.host)
-        self.host_box = ttk.Combobox(bar, textvariable=self.host_var, width=22,
-                                     values=self.settings.recent)
-        self.host_box.pack(side="left", padx=(4, 10))
-        self.host_box.bind("<<ComboboxSelected>>", self._recent_chosen)
-        ttk.Label(bar, text="Port").pack(side="left")
-        self.port_var = tk.StringVar(root, value=str(self.settings.port))
-        self.port_entry = ttk.Entry(bar, textvariable=self.port_var, width=7)
-        self.port_entry.pack(side="left", padx=(4, 10))
-        for widget in (self.host_box, self.port_entry):
-            widget.bind("<Return>", lambda e: self.connect_clicked())
-        self.connect_button = ttk.Button(bar, text="Connect", command=self.connect_clicked,
-                                         style="Accent.TButton")
-        self.connect_button.pack(side="left")
-        self.state_var = tk.StringVar(root, value="Not connected")
-        self.state_label = ttk.Label(bar, textvariable=self.state_var)
-        self.state_label.pack(side="left", padx=12)
-
-        tools = ttk.Frame(outer)
-        tools.pack(fill="x", pady=(6, 0))
-        self.upload_button = ttk.Button(tools, text="Upload →", command=self.upload_selected)
-        self.download_button = ttk.Button(tools, text="← Download",
-                                          command=self.download_selected)
-        self.refresh_button = ttk.Button(tools, text="Refresh", command=self.refresh)
-        for button in (self.upload_button, self.download_button, self.refresh_button):
-            button.pack(side="left", padx=(0, 6))
-
-        # The status bar is packed before the panes so it is never squeezed out.
-        self.status_var = tk.StringVar(root, value="Not connected")
-        status = ttk.Frame(outer)
-        status.pack(side="bottom", fill="x", pady=(4, 0))
-        ttk.Label(status, textvariable=self.status_var, anchor="w").pack(side="left")
-
-        self.vpaned = ttk.PanedWindow(outer, orient="vertical")
-        self.vpaned.pack(fill="both", expand=True, pady=(6, 0))
-        self.paned = ttk.PanedWindow(self.vpaned, orient="horizontal")
-        self.local = LocalPane(self.paned, self.icons,
-                               self.settings.local_folder or os.path.expanduser("~"),
-                               self.settings.show_hidden, tuple(self.settings.local_sort))
-        self.local.on_error = lambda message: self.log_message(message, "error")
-        self.remote = RemotePane(self.paned, self.icons, tuple(self.settings.remote_sort))
-        self.paned.add(self.local, weight=1)
-        self.paned.add(self.remote, weight=1)
-        self.vpaned.add(self.paned, weight=3)
-
-        bottom = ttk.Notebook(self.vpaned)
-        transfers_tab = ttk.Frame(bottom, padding=4)
-        self.transfer_list = TransferList(transfers_tab, self.scale)
-        self.transfer_list.pack(fill="both", expand=True)
-        buttons = ttk.Frame(transfers_tab)
-        buttons.pack(fill="x", pady=(4, 0))
-        self.cancel_button = ttk.Button(buttons, text="Cancel", command=self.cancel_selected)
-        self.retry_button = ttk.Button(buttons, text="Retry", command=self.retry_selected)
-        self.clear_button = ttk.Button(buttons, text="Clear finished",
-                                       command=self.clear_finished)
-        for button in (self.cancel_button, self.retry_button, self.clear_button):
-            button.pack(side="left", padx=(0, 6))
-        self.queue_var = tk.StringVar(root, value="")
-        ttk.Label(buttons, textvariable=self.queue_var).pack(side="right")
-        bottom.add(transfers_tab, text="Transfers")
-
-        log_tab = ttk.Frame(bottom, padding=4)
-        self.log_text = tk.Text(log_tab, height=6, wrap="word", state="disabled",
-                                borderwidth=0, highlightthickness=0)
-        log_scroll = ttk.Scrollbar(log_tab, orient="vertical", command=self.log_text.yview)
-        self.log_text.configure(yscrollcommand=log_scroll.set)
-        self.log_text.pack(side="left", fill="both", expand=True)
-        log_scroll.pack(side="right", fill="y")
-        self.log_text.tag_configure("error", foreground="#d64545")
-        self.log_text.tag_configure("ok", foreground="#2e8b57")
-        self.log_text.tag_configure("time", foreground="#888888")
-        bottom.add(log_tab, text="Messages")
-        self.bottom = bottom
-        self.vpaned.add(bottom, weight=1)
-
-
-        for pane in (self.local, self.remote):
-            pane.tree.bind("<Double-1>", lambda e, p=pane: self._double_click(p, e))
-            pane.tree.bind("<Return>", lambda e, p=pane: self._enter(p))
-            pane.tree.bind("<KP_Enter>", lambda e, p=pane: self._enter(p))
-            pane.tree.bind("<Tab>", lambda e, p=pane: self._switch_pane(p))
-            pane.tree.bind("<Button-3>", lambda e, p=pane: self._context_menu(p, e))
-            pane.tree.bind("<ButtonPress-1>", lambda e, p=pane: self._drag_start(p, e), add="+")
-            pane.tree.bind("<B1-Motion>", self._drag_motion, add="+")
-            pane.tree.bind("<ButtonRelease-1>", self._drag_end, add="+")
-            pane.tree.bind("<<TreeviewSelect>>", lambda e: self._update_actions(), add="+")
-        self._update_actions()
-
-    def _bind_keys(self) -> None:
-        root = self.root
-        root.bind("<F5>", lambda e: self.refresh())
-        root.bind("<Control-q>", lambda e: self.on_close())
-        root.bind("<Control-Q>", lambda e: self.on_close())
-        root.bind("<Control-l>", lambda e: self.focus_path())
-        root.bind("<Control-L>", lambda e: self.focus_path())
-
-    def _enable_file_drop(self) -> None:
-        """Accept files dropped from the desktop's file manager, where tkdnd loaded."""
-        self.file_drop = False
-        if not hasattr(self.remote.tree, "drop_target_register"):
-            return
-        try:
-            from tkinterdnd2 import DND_FILES
-            self.remote.tree.drop_target_register(DND_FILES)
-            self.remote.tree.dnd_bind("<<Drop>>", self._file_manager_drop)
-            self.file_drop = True
-        except (ImportError, tk.TclError) as exc:
-            log.info("drag and drop from the file manager unavailable: %s", exc)
+    def _open_first_folder(self) -> None:
+        home = os.path.expanduser("~")
+        wanted = self.settings.local_folder or home
+        if not self.local.open_folder(wanted, quiet=True):
+            self.local.open_folder(home)
+            self.show_error("The folder %s is no longer there; showing your home folder"
+                            % wanted, log_it=True)
 
     def _restore_split(self) -> None:
         self.root.update_idletasks()
         width = self.paned.winfo_width()
-        split = self.settings.split if 50 < self.settings.split < width - 50 else width // 2
+        split = self.settings.split if 260 < self.settings.split < width - 260 else width // 2
         if width > 100:
-            self.paned.sashpos(0, split)
+            self.paned.sash_place(0, split, 1)
         height = self.vpaned.winfo_height()
-        if 100 < self.settings.vsplit < height - 60:
-            self.vpaned.sashpos(0, self.settings.vsplit)
+        if 200 < self.settings.vsplit < height - 150:
+            self.vpaned.sash_place(0, 1, self.settings.vsplit)
 
     # -- the message loop ------------------------------------------------------------
 
@@ -218,20 +118,29 @@ class ShelfApp:
         self.events.put(message)
 
     def _drain(self) -> None:
-        """UI thread only: handle at most MAX_BATCH messages, then come back."""
-        for _ in range(MAX_BATCH):
+        """UI thread only: handle messages for at most DRAIN_BUDGET, redraw once, come back."""
+        deadline = time.monotonic() + DRAIN_BUDGET
+        handled = 0
+        while True:
             try:
                 message = self.events.get_nowait()
             except queue.Empty:
                 break
             self._dispatch(message)
-        if self.closing and not self.transfers.active:
+            handled += 1
+            if handled % 32 == 0 and time.monotonic() > deadline:
+                break
+        self._tick()
+        if self.interrupted and not self.closing:
+            self._begin_close(cancel=False)
+        if self.closing and (self.transfers.live_workers == 0 or
+                             time.monotonic() > self._close_deadline):
             self._finish_close()
             return
         self._poll_id = self.root.after(POLL_MS, self._drain)
 
     def _dispatch(self, message) -> None:
-        if isinstance(message, (Progress, Finished)):
+        if isinstance(message, (FileFinished, WorkerStopped, LanePaused)):
             self.transfers.handle(message)
         elif isinstance(message, Connected):
             self._connected(message)
@@ -242,9 +151,30 @@ class ShelfApp:
         elif isinstance(message, Disconnected):
             self._set_disconnected("Disconnected")
 
+    def _tick(self) -> None:
+        """Once per tick: live progress of running batches, changed rows, the queue line."""
+        now = time.monotonic()
+        live = self.transfers.tick(now)
+        dirty = self._dirty | set(live)
+        self._dirty = set()
+        for batch in dirty:
+            if batch.id not in self.transfers.batches:
+                continue
+            lane = self.transfers.lanes.get(batch.address)
+            paused = lane.pause_reason if lane is not None and lane.paused else None
+            figures = batch_figures(batch, live.get(batch), paused)
+            self.transfer_list.show(batch, figures, follow=batch in self._new_batches)
+        self._new_batches.clear()
+        if dirty:
+            self._update_queue_label(live)
+        self.journal.flush()
+
     # -- connection -------------------------------------------------------------------
 
     def connect_clicked(self) -> None:
+        if self.connecting:
+            self.remote_worker.abort()
+            return
         if self.connected:
             self.disconnect()
             return
@@ -254,26 +184,52 @@ class ShelfApp:
             if not 0 < port < 65536:
                 raise ValueError
         except ValueError:
-            self.log_message("The port must be a number from 1 to 65535", "error")
+            self.show_error("The port must be a number from 1 to 65535", log_it=True)
             self.status_var.set("Invalid port")
+            self.port_entry.focus_set()
             return
         if not host:
-            self.log_message("Enter the server's host name or address", "error")
+            self.show_error("Enter the server's host name or address", log_it=True)
+            self.host_box.focus_set()
             return
         self.connect(host, port)
 
     def connect(self, host: str, port: int) -> None:
         self.host_var.set(host)
         self.port_var.set(str(port))
+        self.connecting = True
         self.state_var.set("Connecting to %s:%d…" % (host, port))
-        self.status_var.set("Connecting to %s:%d…" % (host, port))
-        self.connect_button.configure(state="disabled")
+        self.status_var.set("Connecting to %s:%d… (Cancel stops)" % (host, port))
+        self.connect_button.configure(text="Cancel", state="normal")
         self.remote.clear("Connecting…")
         self.log_message("Connecting to %s:%d" % (host, port))
         self.remote_worker.request_connect(host, port)
 
     def disconnect(self) -> None:
-        self.remote_worker.request_disconnect()
+        """Disconnect; transfers still going to this server are paused or cancelled (asked)."""
+        address = self.address
+        left = self.transfers.unfinished_on(address) if address else 0
+        if not left:
+            self.remote_worker.request_disconnect()
+            return
+
+        def answered(choice) -> None:
+            self.active_dialog = None
+            if choice == "stay":
+                return
+            if choice == "cancel":
+                self.transfers.cancel_batches([b.id for b in self.transfers.batches.values()
+                                               if b.address == address])
+            else:
+                self.transfers.pause_server(address, "disconnected")
+            self.remote_worker.request_disconnect()
+
+        self.active_dialog = ChoiceDialog(
+            self.root, "Disconnect?", "%s still to transfer with %s:%d."
+            % (plural(left, "file"), *address),
+            [("pause", "Pause them"), ("cancel", "Cancel them"), ("stay", "Stay connected")],
+            answered, default="pause", cancel_value="stay",
+            detail="Paused transfers go on when you connect to this server again.")
 
     def _recent_chosen(self, event=None) -> None:
         host, _, port = self.host_var.get().rpartition(":")
@@ -283,35 +239,40 @@ class ShelfApp:
 
     def _connected(self, message: Connected) -> None:
         self.connected = True
-        self.transfers.address = (message.host, message.port)
+        self.connecting = False
+        self.address = (message.host, message.port)
         self.settings.remember_server(message.host, message.port)
         self.host_box.configure(values=self.settings.recent)
-        self.state_var.set("Connected to %s:%d" % (message.host, message.port))
+        self.state_var.set("Connected to %s:%d" % self.address)
         self.connect_button.configure(text="Disconnect", state="normal")
-        self.log_message("Connected to %s:%d" % (message.host, message.port), "ok")
-        self.status_var.set("Connected to %s:%d" % (message.host, message.port))
-        self.transfers.start_queued()
+        self.log_message("Connected to %s:%d" % self.address, "ok")
+        self.status_var.set("Connected to %s:%d" % self.address)
+        if self.transfers.resume_server(self.address):
+            self.log_message("Resuming the transfers to %s:%d" % self.address)
         self._update_actions()
+        self.settings_changed()
 
     def _listed(self, message: Listed) -> None:
+        if not self.connected:
+            return
         started = time.monotonic()
         self.remote.show_entries(message.entries)
         total = sum(entry.size for entry in message.entries)
-        self.status_var.set("Library: %d files, %s (listed in %.2f s)"
-                            % (len(message.entries), human_size(total),
+        self.status_var.set("Library: %s, %s (listed in %.2f s)"
+                            % (plural(len(message.entries), "file"), human_size(total),
                                time.monotonic() - started))
         self._update_actions()
 
     def _remote_failed(self, message: RemoteFailed) -> None:
-        error = message.error[:1].upper() + message.error[1:]
-        self.log_message(error, "error")
-        self.status_var.set(error)
+        self.show_error(sentence(message.error), log_it=True)
         if message.connected:
             return
         self._set_disconnected("Not connected: %s" % message.error)
 
     def _set_disconnected(self, text: str) -> None:
         self.connected = False
+        self.connecting = False
+        self.address = None
         self.state_var.set(text)
         self.connect_button.configure(text="Connect", state="normal")
         self.remote.clear("Not connected")
@@ -327,19 +288,14 @@ class ShelfApp:
         if self.connected:
             self.remote_worker.request_list()
 
-    def refresh_remote_soon(self) -> None:
-        """Coalesce the refreshes that a burst of finished uploads asks for."""
-        if self._refresh_pending is None and self.connected:
-            self._refresh_pending = self.root.after(250, self._refresh_remote_now)
-
-    def _refresh_remote_now(self) -> None:
-        self._refresh_pending = None
-        if self.connected and not self.closed:
-            self.remote_worker.request_list()
-
     def focus_path(self) -> str:
         self.local.path_entry.focus_set()
         self.local.path_entry.select_range(0, "end")
+        return "break"
+
+    def focus_filter(self) -> str:
+        self.remote.filter_entry.focus_set()
+        self.remote.filter_entry.select_range(0, "end")
         return "break"
 
     def upload_selected(self) -> None:
@@ -362,120 +318,192 @@ class ShelfApp:
 
     def upload_paths(self, paths) -> None:
         if not self.connected:
-            self.log_message("Connect to a library first", "error")
-            self.status_var.set("Not connected")
+            self.show_error("Connect to a library first", log_it=True)
             return
-        items = []
+        items, refused = [], []
         for path in paths:
             name = os.path.basename(os.path.normpath(path))
-            if os.path.isdir(path):
-                self.log_message("“%s” is a folder: Shelf 1.0 uploads files only; open the "
-                                 "folder and select the files inside" % name, "error")
-                continue
-            if not is_valid_name(name):
-                self.log_message("Cannot upload “%s”: names starting with “.” are hidden in "
-                                 "the library" % name if name.startswith(".") else
-                                 "Cannot upload “%s”: not a valid library name" % name, "error")
+            row = self.local.rows.get(name) if os.path.dirname(path) == self.local.folder \
+                else None
+            if row is not None and row.special:
+                refused.append("“%s” is a %s, not a file" % (name, KIND_WORDS[row.kind]))
                 continue
             try:
-                size = os.stat(path).st_size
+                info = os.stat(path)
             except OSError as exc:
-                self.log_message("Cannot read %s: %s" % (path, exc.strerror), "error")
+                refused.append("cannot read %s: %s" % (name, (exc.strerror or exc)).lower()
+                               if exc.strerror else "cannot read %s" % name)
                 continue
-            items.append({"name": name, "path": path, "size": size, "overwrite": False})
-        taken = set(self.remote.rows)
-        self._resolve_conflicts(
-            items, taken, where="in the library", allow_overwrite=False,
-            enqueue=lambda item: self.transfers.add(UPLOAD, item["name"], item["path"],
-                                                    item["size"]))
+            if os.path.isdir(path):
+                refused.append("“%s” is a folder: Shelf 1.0 uploads files only; open the "
+                               "folder and select the files inside" % name)
+                continue
+            if not os.path.isfile(path):
+                refused.append("“%s” is not a regular file (a pipe, socket or device)" % name)
+                continue
+            if not is_valid_name(name):
+                refused.append("Cannot upload “%s”: names starting with “.” are hidden in "
+                               "the library" % name if name.startswith(".") else
+                               "Cannot upload “%s”: not a valid library name" % name)
+                continue
+            items.append({"name": name, "path": path, "size": info.st_size})
+        self._report_refused(refused, "uploaded")
+        if items:
+            self._queue(UPLOAD, items, set(self.remote.rows), "in the library",
+                        allow_overwrite=False)
 
     def download_names(self, names, folder: str | None = None) -> None:
         folder = folder or self.local.folder
         if not self.connected:
-            self.log_message("Connect to a library first", "error")
+            self.show_error("Connect to a library first", log_it=True)
             return
         items = []
         for name in names:
             row = self.remote.rows.get(name)
-            size = row.size if row else 0
-            items.append({"name": name, "path": os.path.join(folder, name), "size": size,
-                          "overwrite": False})
+            items.append({"name": name, "path": os.path.join(folder, name),
+                          "size": row.size if row else 0, "mtime": row.mtime if row else 0})
         try:
             taken = set(os.listdir(folder))
         except OSError as exc:
-            self.log_message("Cannot write in %s: %s" % (folder, exc.strerror), "error")
+            self.show_error("Cannot write in %s: %s" % (folder, (exc.strerror or exc)),
+                            log_it=True)
             return
+        self._queue(DOWNLOAD, items, taken, "in %s" % folder, allow_overwrite=True,
+                    folder=folder)
 
-        def enqueue(item):
-            self.transfers.add(DOWNLOAD, item["name"], item["path"], item["size"],
-                               overwrite=item["overwrite"])
-        self._resolve_conflicts(items, taken, where="in %s" % folder, allow_overwrite=True,
-                                enqueue=enqueue, local_names=True)
+    def _report_refused(self, refused, verb) -> None:
+        for line in refused[:MAX_FAILURE_LINES]:
+            self.log_message(sentence(line), "error")
+        if refused:
+            text = sentence(refused[0]) if len(refused) == 1 else \
+                "%s not %s (see Messages)" % (plural(len(refused), "item"), verb)
+            self.status_var.set(text)
 
-    def _resolve_conflicts(self, items, taken, where, allow_overwrite, enqueue,
-                           local_names=False) -> None:
-        """Queue ``items``; names already ``taken`` are asked about (see dialogs)."""
+    def _queue(self, direction, items, taken, where, allow_overwrite, folder="") -> None:
+        """Ask about names already taken, then queue what is left as one batch."""
+        address = self.address
+        chosen = []
+
         def show(dialog):
             self.active_dialog = dialog
 
-        def cancelled():
-            self.status_var.set("Cancelled")
+        def finished():
+            if chosen:
+                self.add_batch(direction, address, chosen, folder)
 
-        resolve_conflicts(self.root, items, taken, where, allow_overwrite, enqueue, show,
-                          lambda name: self.log_message("Skipped %s" % name), cancelled,
-                          local_names)
+        resolve_conflicts(self.root, items, taken, where, allow_overwrite, chosen.append, show,
+                          lambda name: self.log_message("Skipped %s" % name),
+                          lambda: self.status_var.set("Cancelled"),
+                          local_names=direction == DOWNLOAD, finished=finished)
+
+    def add_batch(self, direction, address, items, folder=""):
+        batch = self.transfers.add_batch(direction, address, items, folder)
+        self._new_batches.add(batch)
+        self._tick()
+        verb = "Uploading" if direction == UPLOAD else "Downloading"
+        if len(items) > 1:
+            self.status_var.set("%s %s (%s)" % (verb, plural(len(items), "file"),
+                                                human_size(batch.total_bytes)))
+        return batch
 
     def cancel_selected(self) -> None:
-        self.transfers.cancel(self.transfer_list.selected_ids())
+        batches = self.transfer_list.selected_batches()
+        files = self.transfer_list.selected_files()
+        self.transfers.cancel_batches([b.id for b in batches])
+        self.transfers.cancel_jobs(files)
 
-    def retry_selected(self) -> None:
-        if not self.connected:
-            self.log_message("Connect to a library first", "error")
-        retried = self.transfers.retry(self.transfer_list.selected_ids())
+    def retry_selected(self) -> list:
+        """Retry the selected failed or cancelled files, only on the server they belong to."""
+        batches = self.transfer_list.selected_batches()
+        files = self.transfer_list.selected_files()
+        servers = {b.address for b in batches} | {f.batch.address for f in files}
+        if not servers:
+            self.status_var.set("Select the transfers to retry")
+            return []
+        elsewhere = sorted(s for s in servers if not self.connected or s != self.address)
+        if elsewhere:
+            text = ("Retry refused: %s belong%s to %s; connect to %s to retry them"
+                    % ("these transfers" if len(batches) + len(files) > 1 else
+                       "this transfer", "" if len(batches) + len(files) > 1 else "s",
+                       ", ".join("%s:%d" % s for s in elsewhere),
+                       "it" if len(elsewhere) == 1 else "each"))
+            self.show_error(text, log_it=True)
+            return []
+        retried = self.transfers.retry(batches, files)
         if retried:
-            self.log_message("Retrying %d transfer%s" % (len(retried),
-                                                          "" if len(retried) == 1 else "s"))
+            self.log_message("Retrying %s" % plural(len(retried), "file"))
+            self.status_var.set("Retrying %s" % plural(len(retried), "file"))
+        return retried
 
     def clear_finished(self) -> None:
-        for transfer_id in self.transfers.clear_finished():
-            self.transfer_list.remove(transfer_id)
-        self._update_queue_label()
+        for batch in self.transfers.clear_finished():
+            self.transfer_list.remove(batch.id)
+        self._update_queue_label({})
+
+    def drop_between_panes(self, source_pane, target_widget) -> None:
+        layout.drop_between_panes(self, source_pane, target_widget)
+
+    def controls(self) -> list:
+        return layout.controls(self)
 
     # -- transfer outcomes -------------------------------------------------------------
 
-    def _transfer_changed(self, transfer) -> None:
-        """Every change of a transfer (the manager's on_change): its row and the queue label."""
-        self.transfer_list.show(transfer)
-        self._update_queue_label()
+    def _batch_changed(self, batch) -> None:
+        self._dirty.add(batch)
 
-    def _transfer_finished(self, transfer) -> None:
-        seconds = max(0.001, transfer.finished_at - transfer.started) if transfer.started else 0
-        verb = "Uploaded" if transfer.direction == UPLOAD else "Downloaded"
-        if transfer.state is State.DONE:
-            rate = human_size(transfer.size / seconds) + "/s" if seconds else ""
-            self.log_message("%s %s (%s in %.1f s, %s)" % (verb, transfer.name,
-                                                           human_size(transfer.size), seconds,
-                                                           rate), "ok")
-            if transfer.direction == UPLOAD:
-                self.refresh_remote_soon()
-            elif os.path.dirname(transfer.local_path) == self.local.folder:
+    def _file_failed(self, job) -> None:
+        what = "Upload" if job.direction == UPLOAD else "Download"
+        text = "%s of %s failed: %s" % (what, job.name, job.error)
+        shown = self._failure_lines.get(job.batch.id, 0)
+        if shown < MAX_FAILURE_LINES:
+            self.log_message(text, "error")
+        self._failure_lines[job.batch.id] = shown + 1
+        self.status_var.set(text)
+
+    def _batch_finished(self, batch) -> None:
+        self._dirty.add(batch)
+        seconds = max(0.001, batch.finished_at - (batch.first_start or batch.created))
+        verb = "Uploaded" if batch.direction == UPLOAD else "Downloaded"
+        where = "to" if batch.direction == UPLOAD else "from"
+        if batch.done_count:
+            what = batch.jobs[0].name if len(batch.jobs) == 1 else \
+                plural(batch.done_count, "file")
+            self.log_message("%s %s (%s in %.1f s, %s/s) %s %s" % (
+                verb, what, human_size(batch.done_bytes), seconds,
+                human_size(batch.done_bytes / seconds), where, batch.server), "ok")
+        if batch.failed_count > MAX_FAILURE_LINES:
+            self.log_message("… and %s more failed (open the row to see each)"
+                             % plural(batch.failed_count - MAX_FAILURE_LINES, "file"), "error")
+        if batch.cancelled_count:
+            self.log_message("Cancelled %s" % (batch.jobs[0].name if len(batch.jobs) == 1
+                                               else plural(batch.cancelled_count, "file")))
+        if batch.failed_count:
+            self.status_var.set("%s of %s failed (see the transfer list)" % (
+                plural(batch.failed_count, "file"), format(len(batch.jobs), ",")) if
+                len(batch.jobs) > 1 else "%s of %s failed: %s" % (
+                "Upload" if batch.direction == UPLOAD else "Download", batch.jobs[0].name,
+                batch.jobs[0].error))
+        elif batch.done_count and len(batch.jobs) > 1:
+            self.status_var.set("%s %s in %.1f s" % (verb, plural(batch.done_count, "file"),
+                                                     seconds))
+        # The library is listed again once per batch, not once per file.
+        if batch.done_count:
+            if batch.direction == UPLOAD and self.connected and self.address == batch.address:
+                self.remote_worker.request_list()
+            elif batch.direction == DOWNLOAD and batch.folder == self.local.folder:
                 self.local.refresh()
-        elif transfer.state is State.FAILED:
-            what = "Upload" if transfer.direction == UPLOAD else "Download"
-            self.log_message("%s of %s failed: %s" % (what, transfer.name, transfer.error),
-                             "error")
-            self.status_var.set("%s of %s failed: %s" % (what, transfer.name, transfer.error))
-        elif transfer.state is State.CANCELLED:
-            self.log_message("Cancelled %s" % transfer.name)
 
-    def _update_queue_label(self) -> None:
-        running = len(self.transfers.running)
-        queued = sum(1 for t in self.transfers.transfers.values() if t.state is State.QUEUED)
+    def _update_queue_label(self, live) -> None:
+        running = sum(figures[1] for figures in live.values())
+        queued = max(0, self.transfers.unfinished - running)
+        stalled = sum(1 for figures in live.values() if figures[2])
         parts = []
         if running:
             parts.append("%d running" % running)
         if queued:
-            parts.append("%d queued" % queued)
+            parts.append("%s queued" % format(queued, ","))
+        if stalled:
+            parts.append("%d stalled" % stalled)
         self.queue_var.set(", ".join(parts))
 
     def _update_actions(self) -> None:
@@ -483,87 +511,58 @@ class ShelfApp:
         self.upload_button.configure(state=connected)
         self.download_button.configure(state=connected)
 
-    # -- mouse and keys -------------------------------------------------------------------
+    # -- resuming what an earlier run left ------------------------------------------------
 
-    def _double_click(self, pane, event) -> str | None:
-        item = pane.tree.identify_row(event.y)
-        if not item:
-            return None
-        pane.tree.selection_set(item)
-        return self._enter(pane)
-
-    def _enter(self, pane) -> str:
-        """Enter: open a folder, or move the selection to the other side."""
-        rows = pane.selected_rows()
-        if pane is self.local:
-            if len(rows) == 1 and rows[0].is_dir:
-                self.local.open_folder(self.local.path_of(rows[0]))
-            elif rows:
-                self.upload_selected()
-        elif rows:
-            self.download_selected()
-        return "break"
-
-    def _switch_pane(self, pane) -> str:
-        other = self.remote if pane is self.local else self.local
-        other.tree.focus_set()
-        if not other.tree.focus() and other.tree.get_children():
-            other.tree.focus(other.tree.get_children()[0])
-        return "break"
-
-    def _context_menu(self, pane, event) -> None:
-        item = pane.tree.identify_row(event.y)
-        if item and item not in pane.tree.selection():
-            pane.tree.selection_set(item)
-        menu = tk.Menu(self.root, tearoff=False)
-        if pane is self.local:
-            menu.add_command(label="Upload", command=self.upload_selected)
-            menu.add_command(label="Up one folder", command=self.local.go_up)
-        else:
-            menu.add_command(label="Download", command=self.download_selected)
-        menu.add_separator()
-        menu.add_command(label="Refresh", command=self.refresh)
-        try:
-            menu.tk_popup(event.x_root, event.y_root)
-        finally:
-            menu.grab_release()
-
-    def _drag_start(self, pane, event) -> None:
-        self._drag = {"pane": pane, "x": event.x_root, "y": event.y_root, "moving": False}
-
-    def _drag_motion(self, event) -> None:
-        drag = self._drag
-        if drag and not drag["moving"]:
-            if abs(event.x_root - drag["x"]) + abs(event.y_root - drag["y"]) > DRAG_THRESHOLD:
-                drag["moving"] = True
-                drag["pane"].tree.configure(cursor="hand2")
-
-    def _drag_end(self, event) -> None:
-        drag, self._drag = self._drag, None
-        if not drag or not drag["moving"]:
+    def offer_resume(self) -> None:
+        self._resume_job = None
+        if self.closing or self.closed or self.active_dialog is not None:
             return
-        drag["pane"].tree.configure(cursor="")
-        target = self.root.winfo_containing(event.x_root, event.y_root)
-        self.drop_between_panes(drag["pane"], target)
-
-    def drop_between_panes(self, source_pane, target_widget) -> None:
-        """A drag from one pane released over ``target_widget``."""
-        other = self.remote if source_pane is self.local else self.local
-        widget = target_widget
-        while widget is not None and widget is not other:
-            widget = widget.master
-        if widget is None:
+        left = self.journal.unfinished()
+        if not left:
             return
-        if source_pane is self.local:
-            self.upload_selected()
-        else:
-            self.download_selected()
+        files = sum(len(record["files"]) for record in left)
+        size = sum(f[2] for record in left for f in record["files"])
+        servers = sorted({"%s:%d" % (r["host"], r["port"]) for r in left})
 
-    def _file_manager_drop(self, event):
-        self.drop_paths(self.root.tk.splitlist(event.data))
-        return event.action
+        def answered(choice) -> None:
+            self.active_dialog = None
+            if choice == "resume":
+                self.resume_records(left)
+            else:
+                self.discard_records(left)
+
+        self.active_dialog = ChoiceDialog(
+            self.root, "Resume transfers?", "%s (%s) to or from %s were not finished when "
+            "Shelf last closed." % (plural(files, "file"), human_size(size), ", ".join(servers)),
+            [("resume", "Resume them"), ("discard", "Discard them")], answered,
+            default="resume", cancel_value="later",
+            detail="Downloads go on from the part they had; uploads start their file again.")
+
+    def resume_records(self, records) -> None:
+        for record in records:
+            items = [{"name": f[0], "path": f[1], "size": f[2], "mtime": f[3],
+                      "overwrite": f[4], "resume": True} for f in record["files"]]
+            self.journal.discard(record["key"])
+            self.add_batch(record["direction"], (record["host"], record["port"]), items,
+                           record.get("folder", ""))
+        self.log_message("Resumed %s from the last session"
+                         % plural(sum(len(r["files"]) for r in records), "file"))
+
+    def discard_records(self, records) -> None:
+        for record in records:
+            if record["direction"] == DOWNLOAD:
+                for f in record["files"]:
+                    remove_quietly(part_path(f[1]))
+            self.journal.discard(record["key"])
 
     # -- messages to the person -------------------------------------------------------------
+
+    def show_error(self, text: str, log_it: bool = False) -> None:
+        """An error where the person is looking: the status bar (tooltip when long)."""
+        text = sentence(plain_error(text))
+        self.status_var.set(text)
+        if log_it:
+            self.log_message(text, "error")
 
     def log_message(self, text: str, tag: str | None = None) -> None:
         self.log_text.configure(state="normal")
@@ -582,6 +581,9 @@ class ShelfApp:
 
     def report_exception(self, exc_type, exc, tb) -> None:
         """Tk's hook for an exception in a callback: log it to a file, show one line."""
+        if issubclass(exc_type, KeyboardInterrupt):
+            self.interrupted = True
+            return
         path = write_crash_log("".join(traceback.format_exception(exc_type, exc, tb)))
         text = "Something went wrong: %s" % (exc or exc_type.__name__)
         if path:
@@ -592,54 +594,79 @@ class ShelfApp:
         except tk.TclError:
             pass
 
-    # -- closing --------------------------------------------------------------------------------
+    # -- settings, saved as they change ------------------------------------------------------
 
-    def on_close(self) -> None:
-        if self.closing or self.closed:
-            return
-        active = self.transfers.active
-        if not active:
-            self._begin_close()
-            return
+    def settings_changed(self) -> None:
+        if self._save_job is None and not self.closed:
+            self._save_job = self.root.after(400, self._save_now)
 
-        def answered(quit_anyway: bool) -> None:
-            self.active_dialog = None
-            if quit_anyway:
-                self._begin_close()
-
-        self.active_dialog = ConfirmDialog(
-            self.root, "Quit Shelf?", "%d transfer%s still running." % (
-                len(active), " is" if len(active) == 1 else "s are"),
-            "Cancel them and quit", "Keep working", answered,
-            detail="Cancelled downloads leave no partial files; cancelled uploads leave "
-                   "nothing in the library.")
-
-    def _begin_close(self) -> None:
-        """Cancel what runs, then close once every worker sent its final message."""
-        self.closing = True
-        self.transfers.cancel_all()
-        self.status_var.set("Closing…")
-
-    def _finish_close(self) -> None:
-        self.closed = True
+    def _save_now(self) -> None:
+        self._save_job = None
         self.save_settings()
-        self.remote_worker.stop()
-        if self._refresh_pending is not None:
-            self.root.after_cancel(self._refresh_pending)
-        self.root.after_cancel(self._poll_id)
-        self.remote_worker.thread.join(2)
-        self.root.destroy()
+
+    def _window_moved(self, event) -> None:
+        if event.widget is self.root:
+            self.settings_changed()
 
     def save_settings(self) -> None:
         s = self.settings
         try:
             s.geometry = self.root.geometry()
-            s.split = int(self.paned.sashpos(0))
-            s.vsplit = int(self.vpaned.sashpos(0))
-        except tk.TclError:
+            s.split = int(self.paned.sash_coord(0)[0])
+            s.vsplit = int(self.vpaned.sash_coord(0)[1])
+        except (tk.TclError, IndexError):
             pass
         s.local_folder = self.local.folder
         s.show_hidden = bool(self.local.hidden_var.get())
         s.local_sort = [self.local.sort_column, self.local.sort_descending]
         s.remote_sort = [self.remote.sort_column, self.remote.sort_descending]
         settings_module.save(s, self.settings_path)
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def on_close(self) -> None:
+        if self.closing or self.closed:
+            return
+        left = self.transfers.unfinished
+        if not left:
+            self._begin_close()
+            return
+
+        def answered(choice) -> None:
+            self.active_dialog = None
+            if choice is True:
+                self._begin_close(cancel=True)
+            elif choice == "later":
+                self._begin_close(cancel=False)
+
+        self.active_dialog = ChoiceDialog(
+            self.root, "Quit Shelf?", "%s still to transfer." % plural(left, "file"),
+            [("later", "Quit, finish next time"), (True, "Cancel them and quit"),
+             (False, "Keep working")], answered, default="later", cancel_value=False,
+            detail="Next time Shelf offers to resume them. Cancelled downloads leave no "
+                   "partial files; cancelled uploads leave nothing in the library.")
+
+    def _begin_close(self, cancel: bool = True) -> None:
+        """Stop what runs (cancelled, or kept for next time), then close once every worker
+        sent its final message, or after QUIT_WAIT whatever the network does."""
+        self.closing = True
+        self._close_deadline = time.monotonic() + QUIT_WAIT
+        if cancel:
+            self.transfers.cancel_all()
+        self.transfers.stop_all()
+        self.remote_worker.abort()
+        self.status_var.set("Closing…")
+
+    def _finish_close(self) -> None:
+        self.closed = True
+        self.journal.flush()
+        self.save_settings()
+        self.remote_worker.stop()
+        for job in (self._save_job, self._resume_job):
+            if job is not None:
+                self.root.after_cancel(job)
+        self.root.after_cancel(self._poll_id)
+        self.local.stop_render()
+        self.remote.stop_render()
+        self.remote_worker.thread.join(0.4)
+        self.root.destroy()

@@ -8,6 +8,7 @@ Cancel). Tests ``invoke()`` the same buttons a person clicks.
 
 from __future__ import annotations
 
+import collections
 import os
 import tkinter as tk
 from tkinter import ttk
@@ -108,7 +109,9 @@ class ConflictDialog(Dialog):
             self.apply_check.pack(anchor="w")
 
     def extra_answer(self) -> tuple:
-        return (self.apply_var.get(),)
+        answer = (self.apply_var.get(),)
+        del self.apply_var  # freed here, on the Tk thread, not by a collection elsewhere
+        return answer
 
 
 class ConfirmDialog(Dialog):
@@ -122,8 +125,20 @@ class ConfirmDialog(Dialog):
         self.bind("<Escape>", lambda e: self.answer(False))
 
 
+class ChoiceDialog(Dialog):
+    """A question with several answers; ``on_answer(value)``; Escape or the close box
+    give ``cancel_value``."""
+
+    def __init__(self, parent, title: str, message: str, buttons, on_answer, default,
+                 cancel_value, detail: str = ""):
+        super().__init__(parent, title, message, buttons, on_answer, default=default,
+                         detail=detail)
+        self.protocol("WM_DELETE_WINDOW", lambda: self.answer(cancel_value))
+        self.bind("<Escape>", lambda e: self.answer(cancel_value))
+
+
 def resolve_conflicts(root, items, taken, where, allow_overwrite, enqueue, show, skipped,
-                      cancelled, local_names=False) -> None:
+                      cancelled, local_names=False, finished=None) -> None:
     """Hand each of ``items`` to ``enqueue``, asking about every name already ``taken``.
 
     One ConflictDialog at a time, answered through a callback, so the event
@@ -132,9 +147,10 @@ def resolve_conflicts(root, items, taken, where, allow_overwrite, enqueue, show,
     when allowed) marks the item; "apply to all" answers the rest the same
     way; Cancel drops the rest of the batch. Items are dicts with ``name``,
     ``path`` and ``overwrite``; ``local_names`` says which of them can clash.
+    ``finished()`` is called once, when every item was handed over or dropped.
     """
     taken = set(taken)
-    pending = list(items)
+    pending = collections.deque(items)
     sticky = {}
 
     def target_name(item):
@@ -145,19 +161,21 @@ def resolve_conflicts(root, items, taken, where, allow_overwrite, enqueue, show,
             item = pending[0]
             name = target_name(item)
             if name not in taken:
-                pending.pop(0)
+                pending.popleft()
                 taken.add(name)
                 enqueue(item)
                 continue
             if "choice" in sticky:
-                pending.pop(0)
+                pending.popleft()
                 apply(item, sticky["choice"])
                 continue
-            remaining = sum(1 for other in pending[1:] if target_name(other) in taken)
+            remaining = sum(1 for other in pending if target_name(other) in taken) - 1
             show(ConflictDialog(root, name, where, on_answer, allow_overwrite, remaining,
                                 suggestion=unused_name(name, taken)))
             return
         show(None)
+        if finished is not None:
+            finished()
 
     def apply(item, choice):
         if choice == KEEP_BOTH:
@@ -179,8 +197,10 @@ def resolve_conflicts(root, items, taken, where, allow_overwrite, enqueue, show,
         if choice == CANCEL:
             pending.clear()
             cancelled()
+            if finished is not None:
+                finished()
             return
-        item = pending.pop(0)
+        item = pending.popleft()
         if apply_to_all:
             sticky["choice"] = choice
         apply(item, choice)

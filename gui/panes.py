@@ -3,7 +3,10 @@
 UI thread only, all of it. The local pane reads the local disk directly (a
 folder listing is quick and never waits on the network); the remote pane
 never talks to the network: the app asks a worker for the listing and hands
-the reply to ``RemotePane.show_entries``.
+the reply to ``RemotePane.show_entries``. A long list is drawn a slice per
+event-loop turn (``RENDER_SLICE`` rows), so 10,000 rows never freeze the window.
+Special files (pipes, sockets, devices, broken links) are listed as what they
+are and are never opened.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from dataclasses import dataclass
 from tkinter import ttk
 
 from common.humanize import human_size, local_time
+from gui.wording import plural
+
+RENDER_SLICE = 1500   # rows inserted per turn of the event loop
+KIND_WORDS = {"fifo": "pipe (FIFO)", "socket": "socket", "device": "device",
+              "broken": "broken link", "other": "special file"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,11 @@ class Row:
     size: int
     mtime: float
     is_dir: bool = False
+    kind: str = "file"     # file, folder, fifo, socket, device, broken, other
+
+    @property
+    def special(self) -> bool:
+        return self.kind in KIND_WORDS
 
 
 def make_icons(master, size: int) -> dict[str, tk.PhotoImage]:
@@ -53,6 +66,9 @@ class BrowserPane(ttk.Frame):
         super().__init__(master, padding=(4, 4))
         self.icons = icons
         self.rows: dict[str, Row] = {}
+        self._pending: list[Row] = []
+        self._keep = (set(), "")
+        self._render_job = None
         self.sort_column, self.sort_descending = sort
         self.header = ttk.Frame(self)
         self.header.pack(fill="x")
@@ -63,9 +79,10 @@ class BrowserPane(ttk.Frame):
         tree_frame = ttk.Frame(self)
         tree_frame.pack(fill="both", expand=True, pady=(4, 0))
         self.tree = ttk.Treeview(tree_frame, columns=("size", "modified"), selectmode="extended")
-        self.tree.column("#0", width=260, stretch=True)
-        self.tree.column("size", width=90, anchor="e", stretch=False)
-        self.tree.column("modified", width=140, anchor="w", stretch=False)
+        self.tree.column("#0", width=260, minwidth=120, stretch=True)
+        self.tree.column("size", width=88, minwidth=60, anchor="e", stretch=False)
+        self.tree.column("modified", width=128, minwidth=90, anchor="w", stretch=False)
+        self.tree.tag_configure("special", foreground="#8a6d00")
         for column in ("#0", "size", "modified"):
             self.tree.heading(column, command=lambda c=column: self.sort_by(c))
         scroll = ttk.Scrollbar(tree_frame, orient="vertical", command=self.tree.yview)
@@ -81,9 +98,9 @@ class BrowserPane(ttk.Frame):
 
     # -- rows ----------------------------------------------------------------
 
-    def set_rows(self, rows: list[Row]) -> None:
+    def set_rows(self, rows: list[Row], keep_selection: bool = True) -> None:
         self.rows = {row.name: row for row in rows}
-        self.render()
+        self.render(keep_selection)
 
     def visible_rows(self) -> list[Row]:
         return list(self.rows.values())
@@ -97,29 +114,60 @@ class BrowserPane(ttk.Frame):
         rows.sort(key=lambda r: not r.is_dir)  # folders first, whatever the order (stable)
         return rows
 
-    def render(self) -> None:
-        selected = set(self.tree.selection())
-        focus = self.tree.focus()
+    def render(self, keep_selection: bool = True) -> None:
+        """Redraw the list; past RENDER_SLICE rows the rest follows a slice per turn."""
+        selected = set(self.tree.selection()) if keep_selection else set()
+        focus = self.tree.focus() if keep_selection else ""
+        if self._render_job is not None:
+            self.after_cancel(self._render_job)
+            self._render_job = None
         self.tree.delete(*self.tree.get_children())
+        self._pending = self.sorted_rows()
+        self._keep = (selected, focus)
+        self._render_slice()
+        self.update_footer()
+
+    def _render_slice(self) -> None:
+        self._render_job = None
+        rows, self._pending = self._pending[:RENDER_SLICE], self._pending[RENDER_SLICE:]
         insert = self.tree.insert
         folder, page = self.icons["folder"], self.icons["file"]
-        for row in self.sorted_rows():
+        for row in rows:
+            if row.is_dir:
+                size = ""
+            elif row.special:
+                size = KIND_WORDS[row.kind]
+            else:
+                size = human_size(row.size)
             insert("", "end", iid=row.name, text=" " + row.name,
-                   image=folder if row.is_dir else page,
-                   values=("" if row.is_dir else human_size(row.size), local_time(row.mtime)))
+                   image=folder if row.is_dir else page, values=(size, local_time(row.mtime)),
+                   tags=("special",) if row.special else ())
+        selected, focus = self._keep
         keep = [item for item in selected if self.tree.exists(item)]
         if keep:
-            self.tree.selection_set(keep)
+            self.tree.selection_add(keep)
         if focus and self.tree.exists(focus):
             self.tree.focus(focus)
-        self.update_footer()
+        if self._pending:
+            self._render_job = self.after(1, self._render_slice)
+
+    def stop_render(self) -> None:
+        if self._render_job is not None:
+            self.after_cancel(self._render_job)
+            self._render_job = None
+
+    def finish_render(self) -> None:
+        """Draw whatever is still pending now (tests, and before acting on the rows)."""
+        while self._render_job is not None:
+            self.after_cancel(self._render_job)
+            self._render_slice()
 
     def update_footer(self) -> None:
         files = [row for row in self.visible_rows() if not row.is_dir]
         folders = len(self.visible_rows()) - len(files)
-        parts = ["%d file%s" % (len(files), "" if len(files) == 1 else "s")]
+        parts = [plural(len(files), "file")]
         if folders:
-            parts.append("%d folder%s" % (folders, "" if folders == 1 else "s"))
+            parts.append(plural(folders, "folder"))
         parts.append(human_size(sum(row.size for row in files)))
         self.footer.configure(text=", ".join(parts))
 
@@ -133,6 +181,10 @@ class BrowserPane(ttk.Frame):
             self.sort_column, self.sort_descending = column, False
         self._update_headings()
         self.render()
+        self.sort_changed()
+
+    def sort_changed(self) -> None:
+        """Hook: the app saves the settings."""
 
     def _update_headings(self) -> None:
         arrow = " ▼" if self.sort_descending else " ▲"
@@ -141,12 +193,14 @@ class BrowserPane(ttk.Frame):
             self.tree.heading(column, text=text + (arrow if name == self.sort_column else ""))
 
     def displayed_names(self) -> list[str]:
+        self.finish_render()
         return list(self.tree.get_children())
 
     def selected_rows(self) -> list[Row]:
         return [self.rows[item] for item in self.tree.selection() if item in self.rows]
 
     def select(self, names) -> None:
+        self.finish_render()
         items = [name for name in names if self.tree.exists(name)]
         self.tree.selection_set(items)
         if items:
@@ -154,6 +208,7 @@ class BrowserPane(ttk.Frame):
             self.tree.see(items[0])
 
     def select_all(self, event=None) -> str:
+        self.finish_render()
         self.tree.selection_set(self.tree.get_children())
         return "break"
 
@@ -166,20 +221,23 @@ class LocalPane(BrowserPane):
     def __init__(self, master, icons, folder: str, show_hidden: bool = False, sort=("name", False)):
         self.path_var = tk.StringVar(master, value=folder)
         self.hidden_var = tk.BooleanVar(master, value=show_hidden)
-        self.folder = folder
+        self.folder = ""
         self.on_error = lambda message: None
         super().__init__(master, icons, sort)
         self.tree.bind("<BackSpace>", lambda e: self.go_up())
         self.tree.bind("<Alt-Up>", lambda e: self.go_up())
 
     def build_header(self, header) -> None:
-        ttk.Checkbutton(header, text="Hidden", variable=self.hidden_var,
-                        command=self.refresh).pack(side="right")
+        # Created in reading order, so Tab goes Up, Home, Hidden.
+        ttk.Frame(header).pack(side="left", fill="x", expand=True)
+        self.up_button = ttk.Button(header, text="Up", width=4, command=self.go_up)
+        self.up_button.pack(side="left")
         self.home_button = ttk.Button(header, text="Home", width=6,
                                       command=lambda: self.open_folder(os.path.expanduser("~")))
-        self.home_button.pack(side="right", padx=(4, 4))
-        self.up_button = ttk.Button(header, text="Up", width=4, command=self.go_up)
-        self.up_button.pack(side="right")
+        self.home_button.pack(side="left", padx=(4, 4))
+        self.hidden_check = ttk.Checkbutton(header, text="Hidden", variable=self.hidden_var,
+                                            command=self.refresh)
+        self.hidden_check.pack(side="left")
         bar = ttk.Frame(self)
         bar.pack(fill="x", pady=(4, 0))
         self.path_entry = ttk.Entry(bar, textvariable=self.path_var)
@@ -187,21 +245,36 @@ class LocalPane(BrowserPane):
         self.path_entry.bind("<Return>", lambda e: self.open_folder(self.path_var.get()))
         self.path_entry.bind("<KP_Enter>", lambda e: self.open_folder(self.path_var.get()))
 
-    def open_folder(self, folder: str) -> bool:
+    def open_folder(self, folder: str, quiet: bool = False) -> bool:
+        """Show ``folder``. Another folder starts with nothing selected: a selection
+        never carries over to files of the same name elsewhere."""
         folder = os.path.abspath(os.path.expanduser(folder.strip() or "~"))
         try:
             rows = list_local(folder, self.hidden_var.get())
         except OSError as exc:
-            self.on_error("cannot open %s: %s" % (folder, (exc.strerror or exc)))
-            self.path_var.set(self.folder)
+            reason = "no such folder" if isinstance(exc, FileNotFoundError) else \
+                "not a folder" if isinstance(exc, NotADirectoryError) else \
+                (exc.strerror or str(exc)).lower()
+            if not quiet:
+                self.on_error("cannot open %s: %s" % (folder, reason))
+            self.path_entry.state(["invalid"])
+            self.path_entry.focus_set()
+            self.path_entry.select_range(0, "end")
             return False
+        same = folder == self.folder
         self.folder = folder
         self.path_var.set(folder)
-        self.set_rows(rows)
+        self.path_entry.state(["!invalid"])
+        self.set_rows(rows, keep_selection=same)
+        if not same:
+            self.folder_changed()
         children = self.tree.get_children()
-        if children:
+        if children and not (same and self.tree.focus()):
             self.tree.focus(children[0])
         return True
+
+    def folder_changed(self) -> None:
+        """Hook: the app saves the settings."""
 
     def refresh(self) -> None:
         self.open_folder(self.folder)
@@ -218,21 +291,39 @@ class LocalPane(BrowserPane):
 
 
 def list_local(folder: str, show_hidden: bool) -> list[Row]:
+    """The folder's entries, each with what it is; nothing here opens a file."""
     rows = []
     with os.scandir(folder) as scan:
         for item in scan:
             if not show_hidden and item.name.startswith("."):
                 continue
             try:
-                info = item.stat()
+                info = item.stat()  # through a symlink: what it points to
             except OSError:
                 try:
                     info = item.stat(follow_symlinks=False)
                 except OSError:
                     continue
-            is_dir = stat.S_ISDIR(info.st_mode)
-            rows.append(Row(item.name, 0 if is_dir else info.st_size, info.st_mtime, is_dir))
+                if stat.S_ISLNK(info.st_mode):
+                    rows.append(Row(item.name, 0, info.st_mtime, False, "broken"))
+                    continue
+            rows.append(Row(item.name, 0 if stat.S_ISDIR(info.st_mode) else info.st_size,
+                            info.st_mtime, stat.S_ISDIR(info.st_mode), kind_of(info.st_mode)))
     return rows
+
+
+def kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "other"
 
 
 class RemotePane(BrowserPane):
@@ -248,7 +339,7 @@ class RemotePane(BrowserPane):
         self.set_placeholder("Not connected")
 
     def build_header(self, header) -> None:
-        self.filter_entry = ttk.Entry(header, textvariable=self.filter_var, width=18)
+        self.filter_entry = ttk.Entry(header, textvariable=self.filter_var, width=16)
         self.filter_entry.pack(side="right")
         ttk.Label(header, text="Filter").pack(side="right", padx=(0, 4))
 
@@ -275,8 +366,7 @@ class RemotePane(BrowserPane):
     def update_footer(self) -> None:
         shown = self.visible_rows()
         total = len(self.rows)
-        text = "%d file%s, %s" % (len(shown), "" if len(shown) == 1 else "s",
-                                   human_size(sum(row.size for row in shown)))
+        text = "%s, %s" % (plural(len(shown), "file"), human_size(sum(row.size for row in shown)))
         if len(shown) != total:
             text += " (filtered from %d)" % total
         self.footer.configure(text=text)

@@ -1,305 +1,390 @@
-"""Transfers: the workers, their messages, the queue and the transfer list.
+"""The transfer queue the window sees: batches, their state, and the transfer list.
 
-Concurrency model: each running transfer has its own worker thread and its
-own shelfd session (shelfd forks a process per session, so transfers really
-run in parallel). Workers never touch Tk: they put messages on the app's
-``queue.Queue`` (``Progress``, ``Finished``) and read only their own
-``threading.Event`` for cancellation. Everything else here runs on the Tk
-thread: ``TransferManager`` owns the state machine, starts at most
-``MAX_PARALLEL`` workers and starts the next one when a worker's final
-message arrives (never because a thread was seen to die).
+UI thread only, all of it. ``TransferEngine`` turns an action into a
+``Batch`` on the lane of the batch's own server (``gui.engine`` moves the
+bytes), applies each worker message in constant time, and once per tick
+(``tick``) samples the live progress of the running files and says which
+batches changed. ``TransferList`` draws one row per batch (a row per file
+only when the batch is opened, filled a slice per tick).
 """
 
 from __future__ import annotations
 
-import enum
-import logging
-import os
-import threading
 import time
 import tkinter as tk
-from dataclasses import dataclass, field
 from tkinter import ttk
 
-from common.client import Cancelled, Client, Exists, ShelfError
-from common.files import download_atomically
 from common.humanize import human_duration, human_rate, human_size
+from gui.engine import (DOWNLOAD, MAX_PARALLEL, STALL_SECONDS, UPLOAD, Batch, FileFinished,
+                        FileJob, Lane, LanePaused, State, WorkerStopped, part_path,
+                        remove_quietly)
+from gui.wording import plural
 
-log = logging.getLogger("shelf.gui")
-
-MAX_PARALLEL = 3
-PROGRESS_INTERVAL = 0.1  # seconds between progress messages of one transfer
-
-
-class State(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (State.DONE, State.FAILED, State.CANCELLED)
+__all__ = ["TransferEngine", "TransferList", "State", "UPLOAD", "DOWNLOAD"]
 
 
-UPLOAD = "upload"
-DOWNLOAD = "download"
+class TransferEngine:
+    """Batches, lanes and counters. UI thread only.
 
-
-# -- messages (worker -> UI) ---------------------------------------------------
-
-@dataclass(frozen=True)
-class Progress:
-    transfer_id: int
-    done: int
-
-
-@dataclass(frozen=True)
-class Finished:
-    transfer_id: int
-    state: State
-    error: str = ""
-
-
-# -- the model -----------------------------------------------------------------
-
-@dataclass
-class Transfer:
-    """One row of the transfer list. Mutated on the Tk thread only."""
-
-    id: int
-    direction: str
-    name: str          # the name in the library
-    local_path: str    # the file on this machine
-    size: int
-    overwrite: bool = False
-    state: State = State.QUEUED
-    done: int = 0
-    error: str = ""
-    started: float = 0.0
-    finished_at: float = 0.0
-    speed: float = 0.0
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    _samples: list = field(default_factory=list)
-
-    def note_progress(self, done: int, now: float) -> None:
-        self.done = done
-        self._samples.append((now, done))
-        while len(self._samples) > 2 and now - self._samples[0][0] > 3.0:
-            self._samples.pop(0)  # speed over the last ~3 s
-        first_time, first_done = self._samples[0]
-        if now > first_time:
-            self.speed = (done - first_done) / (now - first_time)
-
-    @property
-    def eta(self) -> float | None:
-        if self.state is not State.RUNNING or self.speed <= 0:
-            return None
-        return (self.size - self.done) / self.speed
-
-    @property
-    def fraction(self) -> float:
-        if self.state is State.DONE:
-            return 1.0
-        return min(1.0, self.done / self.size) if self.size else 0.0
-
-
-# -- the worker (any thread but Tk's) ------------------------------------------
-
-def run_transfer(transfer: Transfer, host: str, port: int, post) -> None:
-    """Body of a worker thread: move the bytes, post Progress, always post Finished."""
-    last_post = [0.0]
-
-    def progress(done: int) -> None:
-        now = time.monotonic()
-        if now - last_post[0] >= PROGRESS_INTERVAL:
-            last_post[0] = now
-            post(Progress(transfer.id, done))
-
-    cancel = transfer.cancel_event.is_set
-    try:
-        with Client(host, port) as client:
-            if transfer.direction == UPLOAD:
-                upload(client, transfer, progress, cancel)
-            else:
-                download_atomically(client, transfer.name, transfer.local_path,
-                                    overwrite=transfer.overwrite, progress=progress,
-                                    cancel=cancel, size=transfer.size)
-    except Cancelled:
-        post(Finished(transfer.id, State.CANCELLED))
-    except ShelfError as exc:
-        if transfer.cancel_event.is_set():
-            post(Finished(transfer.id, State.CANCELLED))
-        else:
-            post(Finished(transfer.id, State.FAILED, str(exc)))
-    except OSError as exc:
-        post(Finished(transfer.id, State.FAILED, friendly_os_error(exc)))
-    except Exception as exc:  # noqa: BLE001 - a worker must always post its final message
-        log.exception("transfer %s crashed", transfer.name)
-        post(Finished(transfer.id, State.FAILED, "unexpected error: %s" % exc))
-    else:
-        post(Finished(transfer.id, State.DONE))
-
-
-def upload(client: Client, transfer: Transfer, progress, cancel) -> None:
-    try:
-        handle = open(transfer.local_path, "rb")
-    except OSError as exc:
-        raise ShelfError("cannot read %s: %s" % (transfer.local_path, friendly_os_error(exc))) \
-            from None
-    with handle:
-        size = os.fstat(handle.fileno()).st_size  # what is there now, not when queued
-        try:
-            client.put(transfer.name, handle, size, progress=progress, cancel=cancel)
-        except Exists:
-            raise Exists("%s is already in the library" % transfer.name) from None
-
-
-def friendly_os_error(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower() if exc.strerror else str(exc)
-
-
-# -- the manager (Tk thread only) -------------------------------------------------
-
-class TransferManager:
-    """Queue, state machine and worker start-up. UI thread only.
-
-    ``on_change(transfer)`` is called after every change of a transfer, so the
-    view can redraw its row; ``on_finished(transfer)`` after it ends.
+    ``on_change(batch)`` after a batch changed (coalesced: the app redraws
+    once per tick), ``on_batch_finished(batch)`` when its last file ended,
+    ``on_file_failed(job)`` for each failed file.
     """
 
-    def __init__(self, post, on_change, on_finished, max_parallel: int = MAX_PARALLEL):
+    def __init__(self, post, on_change, on_batch_finished, on_file_failed, journal=None,
+                 max_parallel: int = MAX_PARALLEL):
         self.post = post
         self.on_change = on_change
-        self.on_finished = on_finished
+        self.on_batch_finished = on_batch_finished
+        self.on_file_failed = on_file_failed
+        self.journal = journal
         self.max_parallel = max_parallel
-        self.transfers: dict[int, Transfer] = {}
-        self.threads: dict[int, threading.Thread] = {}
-        self.address: tuple[str, int] | None = None
-        self._next_id = 1
+        self.lanes: dict[tuple, Lane] = {}
+        self.batches: dict[int, Batch] = {}
+        self.transfers: dict[int, FileJob] = {}   # every file by id
+        self.unfinished = 0
+        self.live_workers = 0
+        self._next_batch = 1
+        self._next_job = 1
 
-    def add(self, direction: str, name: str, local_path: str, size: int,
-            overwrite: bool = False) -> Transfer:
-        transfer = Transfer(self._next_id, direction, name, local_path, size, overwrite)
-        self._next_id += 1
-        self.transfers[transfer.id] = transfer
-        self.on_change(transfer)
-        self.start_queued()
-        return transfer
+    # -- queueing --
 
-    @property
-    def running(self) -> list[Transfer]:
-        return [t for t in self.transfers.values() if t.state is State.RUNNING]
+    def lane(self, address: tuple) -> Lane:
+        lane = self.lanes.get(address)
+        if lane is None:
+            lane = self.lanes[address] = Lane(address, self.post, self.max_parallel)
+        return lane
 
-    @property
-    def active(self) -> list[Transfer]:
-        return [t for t in self.transfers.values() if not t.state.finished]
+    def add_batch(self, direction: str, address: tuple, items, folder: str = "") -> Batch:
+        """Queue ``items`` (dicts: name, path, size, and mtime/overwrite/resume) as one batch."""
+        batch = Batch(self._next_batch, direction, tuple(address), folder=folder)
+        self._next_batch += 1
+        for item in items:
+            job = FileJob(self._next_job, batch, item["name"], item["path"], item["size"],
+                          item.get("mtime", 0.0), item.get("overwrite", False),
+                          item.get("resume", False))
+            self._next_job += 1
+            batch.jobs.append(job)
+            batch.total_bytes += job.size
+            self.transfers[job.id] = job
+        self.batches[batch.id] = batch
+        self.unfinished += len(batch.jobs)
+        if self.journal is not None:
+            batch.journal_key = self.journal.add(batch)
+        lane = self.lane(batch.address)
+        lane.enqueue(batch.jobs)
+        self._start(lane)
+        self.on_change(batch)
+        return batch
 
-    def start_queued(self) -> None:
-        if self.address is None:
-            return
-        for transfer in list(self.transfers.values()):
-            if len(self.running) >= self.max_parallel:
-                return
-            if transfer.state is State.QUEUED:
-                self._start(transfer)
+    def _start(self, lane: Lane) -> None:
+        started = lane.start_workers()
+        self.live_workers += len(started)
+        for worker in started:
+            self._mark_started(worker.job)
 
-    def _start(self, transfer: Transfer) -> None:
-        transfer.state = State.RUNNING
-        transfer.started = time.monotonic()
-        transfer._samples = [(transfer.started, 0)]
-        host, port = self.address
-        thread = threading.Thread(target=run_transfer, args=(transfer, host, port, self.post),
-                                  name="transfer-%d" % transfer.id, daemon=True)
-        self.threads[transfer.id] = thread
-        thread.start()
-        self.on_change(transfer)
+    @staticmethod
+    def _mark_started(job: FileJob) -> None:
+        if not job.batch.first_start:
+            job.batch.first_start = time.monotonic()
+
+    # -- worker messages (constant work each) --
 
     def handle(self, message) -> None:
-        """Apply a worker's message (called by the app's queue drain)."""
-        transfer = self.transfers.get(message.transfer_id)
-        if transfer is None:
-            return
-        if isinstance(message, Progress):
-            if transfer.state is State.RUNNING:
-                transfer.note_progress(message.done, time.monotonic())
-                self.on_change(transfer)
-        elif isinstance(message, Finished):
-            self.threads.pop(transfer.id, None)
-            transfer.state = message.state
-            transfer.error = message.error
-            transfer.finished_at = time.monotonic()
-            if message.state is State.DONE:
-                transfer.done = transfer.size
-            self.on_change(transfer)
-            self.on_finished(transfer)
-            self.start_queued()
+        if isinstance(message, FileFinished):
+            self._file_finished(message)
+        elif isinstance(message, WorkerStopped):
+            self.live_workers -= 1
+            lane = message.worker.lane
+            self._start(lane)  # work queued while it was leaving
+        elif isinstance(message, LanePaused):
+            for batch in self.batches.values():
+                if batch.address == message.lane.address and not batch.finished:
+                    self.on_change(batch)
 
-    def cancel(self, transfer_ids) -> None:
-        for transfer_id in transfer_ids:
-            transfer = self.transfers.get(transfer_id)
-            if transfer is None:
+    def _file_finished(self, message: FileFinished) -> None:
+        job, batch = message.job, message.job.batch
+        lane = self.lanes[batch.address]
+        if message.paused:
+            with lane.lock:
+                job.state = State.QUEUED
+                job.pause_requested = False
+                job.done = 0
+                job.error = message.error
+            lane.enqueue([job], front=True)
+            self.on_change(batch)
+            return
+        if job.state is not State.RUNNING:
+            return  # a stale message
+        job.state = message.state
+        job.error = message.error
+        job.finished_at = time.monotonic()
+        self._count(job, +1)
+        if message.state is State.DONE:
+            job.done = job.size
+        elif message.state is State.FAILED:
+            self.on_file_failed(job)
+        if self.journal is not None:
+            self.journal.note(batch, self._index(job), job.state.value)
+        self.on_change(batch)
+        if batch.finished:
+            self._batch_finished(batch)
+
+    @staticmethod
+    def _index(job: FileJob) -> int:
+        return job.id - job.batch.jobs[0].id  # ids within a batch are consecutive
+
+    def _count(self, job: FileJob, sign: int) -> None:
+        batch = job.batch
+        if job.state is State.DONE:
+            batch.done_count += sign
+            batch.done_bytes += sign * job.size
+        elif job.state is State.FAILED:
+            batch.failed_count += sign
+        elif job.state is State.CANCELLED:
+            batch.cancelled_count += sign
+        self.unfinished -= sign
+
+    def _batch_finished(self, batch: Batch) -> None:
+        batch.finished_at = time.monotonic()
+        if batch._cancel_asked:
+            batch.cancel_latency = batch.finished_at - batch._cancel_asked
+        if self.journal is not None and not batch.failed_count:
+            self.journal.forget(batch)
+        self.on_batch_finished(batch)
+
+    # -- once per tick --
+
+    def tick(self, now: float) -> dict:
+        """Live figures of the running batches: {batch: (live bytes, running, stalled)}."""
+        live: dict[Batch, list] = {}
+        for lane in self.lanes.values():
+            with lane.lock:
+                pairs = [(w.job, w.progress_at) for w in lane.workers if w.job is not None]
+            for job, progress_at in pairs:
+                figures = live.setdefault(job.batch, [0, 0, True])
+                figures[0] += job.done
+                figures[1] += 1
+                figures[2] = figures[2] and now - progress_at > STALL_SECONDS
+                self._mark_started(job)
+        for batch, figures in live.items():
+            batch.sample_speed(figures[0], now)
+        return live
+
+    # -- the person's actions --
+
+    @property
+    def running(self) -> list[FileJob]:
+        return [job for lane in self.lanes.values() for job in lane.running_jobs()]
+
+    @property
+    def active(self) -> list[FileJob]:
+        return [job for job in self.transfers.values() if not job.state.finished]
+
+    def queued_count(self) -> int:
+        return self.unfinished - len(self.running)
+
+    def cancel_batches(self, batch_ids) -> None:
+        for batch_id in batch_ids:
+            batch = self.batches.get(batch_id)
+            if batch is not None:
+                self.cancel_jobs(batch.jobs)
+
+    def cancel_jobs(self, jobs) -> None:
+        now = time.monotonic()
+        touched = set()
+        for job in jobs:
+            if job.state.finished:
                 continue
-            if transfer.state is State.QUEUED:
-                transfer.state = State.CANCELLED
-                self.on_change(transfer)
-                self.on_finished(transfer)
-            elif transfer.state is State.RUNNING:
-                transfer.cancel_event.set()  # the worker posts Finished(CANCELLED)
+            lane = self.lanes[job.batch.address]
+            job.batch._cancel_asked = job.batch._cancel_asked or now
+            with lane.lock:
+                job.cancel_requested = True
+                queued = job.state is State.QUEUED
+                if queued:
+                    job.state = State.CANCELLED
+            if queued:
+                job.finished_at = now
+                self._count(job, +1)
+                self._forget_part(job)
+                if self.journal is not None:
+                    self.journal.note(job.batch, self._index(job), "cancelled")
+                touched.add(job.batch)
+            else:
+                lane.abort_job(job)  # the worker posts FileFinished(CANCELLED)
+        for batch in touched:
+            self.on_change(batch)
+            if batch.finished:
+                self._batch_finished(batch)
 
     def cancel_all(self) -> None:
-        self.cancel([t.id for t in self.active])
+        self.cancel_jobs([job for job in self.transfers.values() if not job.state.finished])
 
-    def retry(self, transfer_ids) -> list[Transfer]:
-        """Queue failed or cancelled transfers again, as new rows' worth of state."""
+    def stop_all(self) -> None:
+        """Quitting: pause every lane and wake every worker; the queue stays in the journal."""
+        for lane in self.lanes.values():
+            lane.set_paused(True, "Shelf was closed")
+            with lane.lock:
+                for worker in lane.workers:
+                    if worker.job is not None:
+                        worker.job.pause_requested = True
+            lane.abort_all()
+
+    def pause_server(self, address: tuple, reason: str = "paused") -> None:
+        lane = self.lanes.get(tuple(address))
+        if lane is None:
+            return
+        lane.set_paused(True, reason)
+        with lane.lock:
+            running = [w.job for w in lane.workers if w.job is not None]
+            for job in running:
+                job.pause_requested = True
+        lane.abort_all()
+        for batch in self.batches.values():
+            if batch.address == lane.address and not batch.finished:
+                self.on_change(batch)
+
+    def resume_server(self, address: tuple) -> bool:
+        lane = self.lanes.get(tuple(address))
+        if lane is None or not lane.paused:
+            return False
+        lane.set_paused(False)
+        self._start(lane)
+        for batch in self.batches.values():
+            if batch.address == lane.address and not batch.finished:
+                self.on_change(batch)
+        return True
+
+    def unfinished_on(self, address: tuple) -> int:
+        return sum(len(b.jobs) - b.finished_count for b in self.batches.values()
+                   if b.address == tuple(address))
+
+    def retry(self, batches, files=()) -> list[FileJob]:
+        """Queue the failed and cancelled files of ``batches`` (and ``files``) again."""
+        jobs = [job for batch in batches for job in batch.jobs] + list(files)
         retried = []
-        for transfer_id in transfer_ids:
-            transfer = self.transfers.get(transfer_id)
-            if transfer is None or transfer.state not in (State.FAILED, State.CANCELLED):
+        for job in jobs:
+            if job.state not in (State.FAILED, State.CANCELLED):
                 continue
-            transfer.state = State.QUEUED
-            transfer.done = 0
-            transfer.error = ""
-            transfer.speed = 0.0
-            transfer.cancel_event = threading.Event()
-            self.on_change(transfer)
-            retried.append(transfer)
-        self.start_queued()
+            self._count(job, -1)
+            job.state = State.QUEUED
+            job.done = 0
+            job.error = ""
+            job.cancel_requested = job.pause_requested = False
+            job.batch.finished_at = 0.0
+            job.batch._cancel_asked = 0.0
+            if self.journal is not None:
+                self.journal.note(job.batch, self._index(job), "queued")
+            retried.append(job)
+        lanes = set()
+        for job in retried:
+            lane = self.lanes[job.batch.address]
+            lane.enqueue([job])
+            lanes.add(lane)
+        for lane in lanes:
+            lane.set_paused(False)
+            self._start(lane)
+        for batch in {job.batch for job in retried}:
+            self.on_change(batch)
         return retried
 
-    def clear_finished(self) -> list[int]:
-        cleared = [t.id for t in self.transfers.values() if t.state.finished]
-        for transfer_id in cleared:
-            del self.transfers[transfer_id]
+    def clear_finished(self) -> list[Batch]:
+        cleared = [b for b in self.batches.values() if b.finished]
+        for batch in cleared:
+            del self.batches[batch.id]
+            for job in batch.jobs:
+                self.transfers.pop(job.id, None)
+                if job.state is State.FAILED:
+                    self._forget_part(job)
+            if self.journal is not None:
+                self.journal.forget(batch)
         return cleared
 
+    @staticmethod
+    def _forget_part(job: FileJob) -> None:
+        if job.direction == DOWNLOAD and job.resume:
+            remove_quietly(part_path(job.local_path))
+            job.resume = False
 
-# -- the view (Tk thread only) ------------------------------------------------------
 
-BAR_WIDTH, BAR_HEIGHT = 120, 12
-BAR_COLOURS = {State.RUNNING: "#2f7de1", State.DONE: "#3aa55d", State.FAILED: "#d64545",
-               State.CANCELLED: "#9a9a9a", State.QUEUED: "#9a9a9a"}
+# -- the view ------------------------------------------------------------------------------
+
+BAR_WIDTH, BAR_HEIGHT = 100, 12
+BAR_COLOURS = {"running": "#2f7de1", "done": "#3aa55d", "failed": "#d64545",
+               "cancelled": "#9a9a9a", "queued": "#9a9a9a", "stalled": "#e0a526",
+               "paused": "#e0a526"}
+DETAIL_SLICE = 400   # file rows added per tick when a batch is opened
+
+
+def batch_figures(batch: Batch, live: tuple | None, lane_paused: str | None) -> dict:
+    """What a batch's row says, from its counters and the tick's live figures."""
+    live_bytes, running, stalled = live or (0, 0, False)
+    count = len(batch.jobs)
+    if batch.total_bytes:
+        fraction = min(1.0, (batch.done_bytes + live_bytes) / batch.total_bytes)
+    else:
+        fraction = batch.finished_count / count if count else 1.0
+    if batch.finished and not batch.failed_count and not batch.cancelled_count:
+        fraction = 1.0
+    single = batch.jobs[0] if count == 1 else None
+    speed = eta = ""
+    if batch.finished:
+        if batch.failed_count:
+            kind = "failed"
+            state = ("failed: %s" % single.error) if single else \
+                "%s failed" % plural(batch.failed_count, "file")
+            if not single and batch.done_count:
+                state = "%s done, %s" % (format(batch.done_count, ","), state)
+        elif batch.cancelled_count == count:
+            kind, state = "cancelled", "cancelled"
+        elif batch.cancelled_count:
+            kind = "done"
+            state = "done, %s cancelled" % format(batch.cancelled_count, ",")
+        else:
+            kind, state = "done", "done"
+    elif running:
+        kind = "stalled" if stalled else "running"
+        state = "stalled: no progress" if stalled else "running"
+        if not stalled and batch.speed > 0:
+            speed = human_rate(batch.speed)
+            left = batch.total_bytes - batch.done_bytes - live_bytes
+            eta = human_duration(max(0, left) / batch.speed)
+    elif lane_paused is not None:
+        kind, state = "paused", "paused: %s" % lane_paused if lane_paused else "paused"
+    else:
+        kind, state = "queued", "queued"
+    if not single and not batch.finished and batch.failed_count:
+        state += ", %s failed" % format(batch.failed_count, ",")
+    files = "" if single else "%s/%s" % (format(batch.finished_count, ","), format(count, ","))
+    done_bytes = batch.total_bytes if fraction >= 1.0 else batch.done_bytes + live_bytes
+    return {"fraction": fraction, "kind": kind, "state": state, "speed": speed, "eta": eta,
+            "files": files, "bytes": "%s / %s" % (human_size(done_bytes),
+                                                  human_size(batch.total_bytes))}
 
 
 class TransferList(ttk.Frame):
-    """The transfer list: a row per transfer with a drawn progress bar. UI thread only."""
+    """One row per batch, with a drawn progress bar; file rows on demand. UI thread only."""
 
-    COLUMNS = ("direction", "progress", "bytes", "speed", "eta", "state")
+    COLUMNS = ("server", "progress", "bytes", "speed", "eta", "state")
 
     def __init__(self, master, scale: float = 1.0):
         super().__init__(master)
+        self.scale = scale
         self.bar_width = int(BAR_WIDTH * scale)
         self.bar_height = max(8, int(BAR_HEIGHT * scale))
-        self.tree = ttk.Treeview(self, columns=self.COLUMNS, selectmode="extended", height=5)
-        headings = {"#0": ("Progress / name", 260), "direction": ("Direction", 105),
-                    "progress": ("%", 50), "bytes": ("Done / total", 170),
-                    "speed": ("Speed", 100), "eta": ("Time left", 80),
-                    "state": ("State", 280)}
-        for column, (text, width) in headings.items():
+        self.tree = ttk.Treeview(self, columns=self.COLUMNS, selectmode="extended", height=4)
+        headings = {"#0": ("Name", 230, 150), "server": ("Server", 120, 70),
+                    "progress": ("%  files", 90, 60), "bytes": ("Done / total", 150, 90),
+                    "speed": ("Speed", 85, 60), "eta": ("Left", 55, 40),
+                    "state": ("State", 200, 90)}
+        for column, (text, width, least) in headings.items():
             self.tree.heading(column, text=text, anchor="w")
-            self.tree.column(column, width=int(width * scale), anchor="w",
-                             stretch=column in ("#0", "state"))
+            self.tree.column(column, width=int(width * scale), minwidth=int(least * scale),
+                             anchor="w", stretch=column in ("#0", "state"))
+        for kind, colour in (("failed", "#c62828"), ("cancelled", "#777777"),
+                             ("queued", "#666666"), ("stalled", "#a15c00"),
+                             ("paused", "#a15c00")):
+            self.tree.tag_configure(kind, foreground=colour)
         scroll = ttk.Scrollbar(self, orient="vertical", command=self.tree.yview)
         self.tree.configure(yscrollcommand=scroll.set)
         self.tree.grid(row=0, column=0, sticky="nsew")
@@ -308,54 +393,134 @@ class TransferList(ttk.Frame):
         self.columnconfigure(0, weight=1)
         self.images: dict[int, tk.PhotoImage] = {}
         self._drawn: dict[int, tuple] = {}
+        self.batches: dict[str, Batch] = {}
+        self.open_batches: dict[int, int] = {}   # batch id -> file rows shown so far
+        self.tree.bind("<<TreeviewOpen>>", self._opened)
+        self.tree.bind("<<TreeviewClose>>", self._closed)
 
-    def show(self, transfer: Transfer) -> None:
-        """Create or update the row of ``transfer``."""
-        item = str(transfer.id)
-        values = self.row_values(transfer)
-        image = self._bar(transfer)
+    # -- batch rows --
+
+    def show(self, batch: Batch, figures: dict, follow: bool = False) -> None:
+        item = str(batch.id)
+        values = (batch.server, ("%d%%  %s" % (int(figures["fraction"] * 100),
+                                              figures["files"])).strip(),
+                  figures["bytes"], figures["speed"], figures["eta"], figures["state"])
+        image = self._bar(batch.id, figures["fraction"], figures["kind"])
+        tags = (figures["kind"],)
         if self.tree.exists(item):
-            self.tree.item(item, values=values)
+            self.tree.item(item, values=values, tags=tags)
         else:
-            self.tree.insert("", "end", iid=item, text=" " + transfer.name, image=image,
-                             values=values)
+            self.batches[item] = batch
+            arrow = "↑ " if batch.direction == UPLOAD else "↓ "
+            self.tree.insert("", "end", iid=item, text=" " + arrow + batch.title, image=image,
+                             values=values, tags=tags)
+            if len(batch.jobs) > 1:
+                self.tree.insert(item, "end", iid="more-%d" % batch.id, text=" …")
+            if follow:
+                self.tree.see(item)
+        if batch.id in self.open_batches:
+            self.refresh_files(batch)
 
-    def remove(self, transfer_id: int) -> None:
-        item = str(transfer_id)
+    def remove(self, batch_id: int) -> None:
+        item = str(batch_id)
         if self.tree.exists(item):
             self.tree.delete(item)
-        self.images.pop(transfer_id, None)
-        self._drawn.pop(transfer_id, None)
+        self.batches.pop(item, None)
+        self.images.pop(batch_id, None)
+        self._drawn.pop(batch_id, None)
+        self.open_batches.pop(batch_id, None)
 
     def selected_ids(self) -> list[int]:
-        return [int(item) for item in self.tree.selection()]
+        return [int(item) for item in self.tree.selection() if item.isdigit()]
+
+    def selected_batches(self) -> list[Batch]:
+        return [self.batches[item] for item in self.tree.selection() if item in self.batches]
+
+    def selected_files(self) -> list[FileJob]:
+        files = []
+        for item in self.tree.selection():
+            if item.startswith("f"):
+                parent = self.batches.get(self.tree.parent(item))
+                if parent is not None:
+                    index = int(item[1:]) - parent.jobs[0].id
+                    if 0 <= index < len(parent.jobs):
+                        files.append(parent.jobs[index])
+        return files
+
+    def row_state(self, batch_id: int) -> str:
+        return str(self.tree.set(str(batch_id), "state"))
+
+    # -- file rows, on demand --
+
+    def _opened(self, event=None) -> None:
+        item = self.tree.focus()
+        batch = self.batches.get(item)
+        if batch is None or batch.id in self.open_batches:
+            return
+        self.open_batches[batch.id] = 0
+        self.refresh_files(batch)
+
+    def _closed(self, event=None) -> None:
+        item = self.tree.focus()
+        batch = self.batches.get(item)
+        if batch is None or batch.id not in self.open_batches:
+            return
+        del self.open_batches[batch.id]
+        self.tree.delete(*self.tree.get_children(item))
+        self.tree.insert(item, "end", iid="more-%d" % batch.id, text=" …")
+
+    def open_batch(self, batch_id: int) -> None:
+        self.tree.item(str(batch_id), open=True)
+        self.tree.focus(str(batch_id))
+        self._opened()
+
+    def refresh_files(self, batch: Batch) -> None:
+        """Add the next slice of file rows and update the running/finished ones shown."""
+        shown = self.open_batches[batch.id]
+        parent = str(batch.id)
+        more = "more-%d" % batch.id
+        if self.tree.exists(more):
+            self.tree.delete(more)
+        end = min(len(batch.jobs), shown + DETAIL_SLICE)
+        for job in batch.jobs[shown:end]:
+            self.tree.insert(parent, "end", iid="f%d" % job.id, text=" " + job.name,
+                             values=self.file_values(job), tags=(self._file_kind(job),))
+        self.open_batches[batch.id] = end
+        if end < len(batch.jobs):
+            self.tree.insert(parent, "end", iid=more,
+                             text=" … %s more" % format(len(batch.jobs) - end, ","))
+        for job in batch.jobs[:shown]:
+            if job.state is State.RUNNING or job.finished_at > batch.created:
+                self.tree.item("f%d" % job.id, values=self.file_values(job),
+                               tags=(self._file_kind(job),))
 
     @staticmethod
-    def row_values(transfer: Transfer) -> tuple:
-        arrow = "↑ Upload" if transfer.direction == UPLOAD else "↓ Download"
-        percent = "%d%%" % int(transfer.fraction * 100)
-        done = "%s / %s" % (human_size(transfer.done), human_size(transfer.size))
-        running = transfer.state is State.RUNNING
-        speed = human_rate(transfer.speed) if running and transfer.speed else ""
-        eta = human_duration(transfer.eta) if running else ""
-        state = transfer.state.value
-        if transfer.error:
-            state = "%s: %s" % (state, transfer.error)
-        return (arrow, percent, done, speed, eta, state)
+    def _file_kind(job: FileJob) -> str:
+        return job.state.value
 
-    def _bar(self, transfer: Transfer) -> tk.PhotoImage:
-        image = self.images.get(transfer.id)
+    @staticmethod
+    def file_values(job: FileJob) -> tuple:
+        state = job.state.value + (": " + job.error if job.error else "")
+        return ("", "%d%%" % int(job.fraction * 100),
+                "%s / %s" % (human_size(job.done), human_size(job.size)), "", "", state)
+
+    # -- the bar --
+
+    def _bar(self, batch_id: int, fraction: float, kind: str) -> tk.PhotoImage:
+        image = self.images.get(batch_id)
         if image is None:
             image = tk.PhotoImage(master=self, width=self.bar_width, height=self.bar_height)
-            self.images[transfer.id] = image
-        filled = int(self.bar_width * transfer.fraction)
-        key = (filled, transfer.state)
-        if self._drawn.get(transfer.id) != key:
+            self.images[batch_id] = image
+        filled = int(self.bar_width * fraction)
+        key = (filled, kind)
+        if self._drawn.get(batch_id) != key:
             width, height = self.bar_width, self.bar_height
             image.put("#d9d9d9", to=(0, 0, width, height))
+            if kind == "failed":  # a failed row never looks like a queued one
+                image.put("#f3c4c4", to=(0, 0, width, height))
             if filled:
-                image.put(BAR_COLOURS[transfer.state], to=(0, 0, filled, height))
+                image.put(BAR_COLOURS.get(kind, "#2f7de1"), to=(0, 0, filled, height))
             image.put("#8c8c8c", to=(0, 0, width, 1))
             image.put("#8c8c8c", to=(0, height - 1, width, height))
-            self._drawn[transfer.id] = key
+            self._drawn[batch_id] = key
         return image

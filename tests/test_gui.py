@@ -190,7 +190,8 @@ def test_navigate_local_folders(make_app, home):
     app.local.path_var.set("/no/such/folder")
     press(app, app.local.path_entry, "<Return>")
     assert app.local.folder == os.path.join(home, "projects", "deep")
-    assert any("cannot open /no/such/folder" in line for line in app.log_lines())
+    assert any("cannot open /no/such/folder" in line.lower() for line in app.log_lines())
+    assert "/no/such/folder" in app.status_var.get()  # where the person is looking
 
 
 def test_upload_and_download_byte_exact(connected, library, home, tmp_path):
@@ -323,7 +324,8 @@ def test_download_conflict_choices(connected, library, home):
 
 
 def test_server_killed_mid_transfer_then_retry(make_app, daemon_factory, library, home):
-    (library / "big.bin").write_bytes(os.urandom(64 << 20))
+    content = os.urandom(128 << 20)
+    (library / "big.bin").write_bytes(content)
     daemon = daemon_factory(library)
     app = make_app()
     app.local.open_folder(home)
@@ -331,7 +333,7 @@ def test_server_killed_mid_transfer_then_retry(make_app, daemon_factory, library
     pump(app, lambda: remote_names(app) == ["big.bin"], what="the listing")
     app.download_names(["big.bin"])
     transfer = app.transfers.transfers[1]
-    pump(app, lambda: transfer.state.value == "running", what="the start")
+    pump(app, lambda: transfer.done > 0 or transfer.state.finished, what="the start")
     for pid in daemon.children():
         os.kill(pid, signal.SIGSTOP)  # freeze mid-transfer, then kill everything
     for pid in daemon.children():
@@ -341,18 +343,23 @@ def test_server_killed_mid_transfer_then_retry(make_app, daemon_factory, library
     if transfer.state.value == "done":
         pytest.skip("the download finished before the server died")
     assert transfer.state.value == "failed"
-    assert "connection" in transfer.error or "closed" in transfer.error
+    assert "server" in transfer.error, transfer.error  # "the server closed the connection"
     assert "failed" in app.transfer_list.tree.item("1")["values"][-1]
-    assert os.listdir(home) == []  # nothing partial
+    # Nothing under the file's name: only the hidden part file, kept for a resume.
+    assert os.listdir(home) in ([], [".big.bin.shelf-part"])
     assert any("Download of big.bin failed" in line for line in app.log_lines())
 
     restarted = daemon_factory(library, port=daemon.port)
+    if not app.connected:  # the lost server was noticed: Retry needs it connected again
+        app.connect("127.0.0.1", daemon.port)
+        pump(app, lambda: app.connected, what="connected again")
     app.transfer_list.tree.selection_set("1")
     app.retry_button.invoke()
     pump(app, lambda: transfer.state.finished, timeout=60, what="the retry")
     assert transfer.state.value == "done", transfer.error
     with open(os.path.join(home, "big.bin"), "rb") as handle:
-        assert handle.read() == (library / "big.bin").read_bytes()
+        assert handle.read() == content
+    assert os.listdir(home) == ["big.bin"]
     assert restarted.alive()
 
 
@@ -482,8 +489,14 @@ def test_keyboard(connected, library, home):
     os.makedirs(os.path.join(home, "sub"))
     app.refresh()
     pump(app, lambda: remote_names(app) == ["k.txt"], what="the listing")
-    press(app, app.local.tree, "<Tab>")
+    press(app, app.local.tree, "<Tab>")  # Tab goes through every control: the filter first
+    pump(app, lambda: app.root.focus_get() is app.remote.filter_entry, what="Tab to the filter")
+    press(app, app.remote.filter_entry, "<Tab>")
     pump(app, lambda: app.root.focus_get() is app.remote.tree, what="Tab to the library")
+    press(app, app.remote.tree, "<F6>")
+    pump(app, lambda: app.root.focus_get() is app.local.tree, what="F6 to your files")
+    press(app, app.local.tree, "<F6>")
+    pump(app, lambda: app.root.focus_get() is app.remote.tree, what="F6 back")
     app.remote.select(["k.txt"])
     press(app, app.remote.tree, "<Return>")
     wait_transfers_done(app, 1)
