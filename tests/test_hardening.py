@@ -413,8 +413,10 @@ def test_max_per_ip_keeps_room_for_others(daemon_factory, library, mode):
     finally:
         for conn in greedy:
             conn.close()
-    with daemon.connect() as again:  # the slots come back when sessions end
-        wait_for(lambda: again.request("NOOP") == "OK", what="a served session")
+    def greeted() -> bool:  # the slots come back once the sessions have ended
+        with daemon.connect() as again:
+            return again.greeting == "READY shelf/1" and again.request("NOOP") == "OK"
+    wait_for(lambda: all([greeted(), greeted(), greeted()]), what="three sessions again")
 
 
 def test_max_per_ip_default_is_a_quarter_of_max_clients(daemon_factory, library):
