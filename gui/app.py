@@ -92,6 +92,9 @@ class ShelfApp:
         if host:
             self.connect(host, port or DEFAULT_PORT)
         self._resume_job = self.root.after(200, self.offer_resume)
+        if os.environ.get("SHELF_PROBE"):
+            from gui import probe
+            probe.install(self)
 
     def _open_first_folder(self) -> None:
         home = os.path.expanduser("~")
