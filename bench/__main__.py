@@ -200,7 +200,7 @@ def burst_table(few: str, work: str, quick: bool, no_peers: bool, missing: list)
     Each server gets a fresh process and room for every client (Shelf's
     per-address limit would otherwise turn loopback clients away).
     """
-    room = ["--max-clients", "400", "--max-per-ip", "400"]
+    room = ["--max-clients", "400", "--max-per-ip", "400", "--log-level", "info"]
     makers = [lambda: Shelf(few, "Shelf", room),
               lambda: Shelf(few, "Shelf, --prefork 8", room + ["--prefork", "8"])]
     if not no_peers:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 
@@ -203,7 +202,7 @@ class Library:
         folder = self._cache_folder(create=True)
         if folder is None:
             return
-        temp = ".%s.%d.%s" % (key, os.getpid(), secrets.token_hex(4))
+        temp = ".%s.%d.%s" % (key, os.getpid(), os.urandom(4).hex())
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=folder)
@@ -324,7 +323,7 @@ class Upload:
         base = library.upload_temp_name()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         for attempt in range(4):
-            name = base if attempt < 2 else "%s.%s" % (base, secrets.token_hex(6))
+            name = base if attempt < 2 else "%s.%s" % (base, os.urandom(6).hex())
             try:
                 fd = os.open(name, flags, 0o600, dir_fd=library.fd)
             except FileExistsError:

@@ -115,6 +115,7 @@ class Server:
             self._status_r, self._status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             selector.register(self._status_r, selectors.EVENT_READ, "status")
         warm_up()  # before "listening" is said: a supervisor sees a settled master
+        trim_fork_hooks()
         if self.on_ready is not None:
             self.on_ready()
         # Objects made so far never change: keep them out of the collector's
@@ -517,6 +518,38 @@ def _remove_folder(folder: str) -> None:
     for name in os.listdir(folder):
         os.unlink(os.path.join(folder, name))
     os.rmdir(folder)
+
+
+def trim_fork_hooks() -> None:
+    """Make the standard library's after-fork work in each child as small as it can be.
+
+    ``threading`` and ``logging`` register Python callbacks that run in every
+    forked child to repair the bookkeeping of *other* threads (their locks,
+    their Thread objects). The master never starts a thread, so there is
+    nothing to repair, yet running them copied about 300-480 KiB of pages
+    into each session process (measured with 40 children, USS summed; see
+    docs/performance.md). So, while the master is single-threaded:
+
+    - threading's callback does nothing;
+    - logging's only re-creates its module lock, which its before-fork
+      callback took in the master (handler locks are never held at a fork:
+      the one thread is not inside a handler then).
+
+    Applied only where those callbacks exist under these names (CPython
+    3.8-3.12); elsewhere nothing changes.
+    """
+    import threading
+
+    after_threading = getattr(threading, "_after_fork", None)
+    after_logging = getattr(logging, "_after_at_fork_child_reinit_locks", None)
+    if threading.active_count() != 1 or after_threading is None or after_logging is None \
+            or not hasattr(logging, "_lock"):
+        return
+    nothing: dict = {}
+    exec("def after_fork():\n    pass\n"
+         "def reinit_module_lock():\n    _lock._at_fork_reinit()\n", nothing)
+    after_threading.__code__ = nothing["after_fork"].__code__
+    after_logging.__code__ = nothing["reinit_module_lock"].__code__  # _lock: logging's
 
 
 def signal_name(signum: int) -> str:

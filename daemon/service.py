@@ -296,6 +296,13 @@ def _formatted(handler: logging.Handler, fmt: str) -> logging.Handler:
     return handler
 
 
+# No caller lookup (sys._getframe), thread or multiprocessing names per record:
+# our format uses none of them, and in a forked child each costs copied pages.
+logging._srcfile = None
+logging.logThreads = False
+logging.logMultiprocessing = False
+
+
 def configure_logging(settings: Settings, to_stderr: bool = True) -> None:
     """(Re)build the shelfd logger's handler; also how SIGHUP reopens the file.
 
