@@ -8,7 +8,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-systemd bench dist screenshot soak fuzz system-deps install-desktop install-service clean
 
-# System packages: Tk for the desktop client, Xvfb/xdotool for its tests.
+# System packages: Tk for the desktop client; Xvfb, xdotool, a window manager (openbox)
+# and xprop for its real-input tests.
 # Installed with apt-get when missing and we are root; otherwise we say what is missing.
 system-deps:
 	@missing=""; \
@@ -16,6 +17,8 @@ system-deps:
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
 	command -v xdotool >/dev/null || missing="$$missing xdotool"; \
+	command -v openbox >/dev/null || missing="$$missing openbox"; \
+	command -v xprop >/dev/null || missing="$$missing x11-utils"; \
 	command -v desktop-file-validate >/dev/null || missing="$$missing desktop-file-utils"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -34,8 +37,16 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-run: system-deps $(STAMP)
-	$(BIN)/python -m gui.demo --library "$(DEMO)"
+# `make run` installs only what running needs (no test extras). `exec`: no shell between
+# make and the app, so Ctrl+C closes the window quietly (no "Interrupt" from a killed sh).
+RUN_STAMP := $(VENV)/.installed-run
+$(RUN_STAMP): setup.cfg pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e .
+	@touch $(RUN_STAMP)
+
+run: system-deps $(RUN_STAMP)
+	@exec $(BIN)/python -m gui.demo --library "$(DEMO)"
 
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -130,8 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         from gui.__main__ import main as gui_main
         return gui_main(["--host", "127.0.0.1", "--port", str(server.port)])
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C: still no traceback
         server.stop()
 
 
+def quiet_main() -> int:
+    """``make run``: Ctrl+C at any moment ends it without a traceback."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("shelf demo: interrupted", file=sys.stderr)
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quiet_main())
