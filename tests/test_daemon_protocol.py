@@ -365,7 +365,8 @@ def test_hidden_file_not_listed_served_or_writable(shelfd, library):
 
 # -- sessions and processes ------------------------------------------------
 
-def test_each_session_is_its_own_process(shelfd):
+def test_each_session_is_its_own_process(daemon_factory, library):
+    shelfd = daemon_factory(library, "--prefork", "0")  # a fresh fork per session
     with shelfd.connect() as first, shelfd.connect() as second:
         first.request("NOOP")
         second.request("NOOP")
@@ -374,7 +375,8 @@ def test_each_session_is_its_own_process(shelfd):
         assert len(set(children)) == 2 and shelfd.pid not in children
 
 
-def test_two_hundred_sessions_leave_no_zombie(shelfd):
+def test_two_hundred_sessions_leave_no_zombie(daemon_factory, library):
+    shelfd = daemon_factory(library, "--prefork", "0")  # every session a process to reap
     for _ in range(200):
         with shelfd.connect() as conn:
             conn.send("QUIT\n")
@@ -386,7 +388,7 @@ def test_two_hundred_sessions_leave_no_zombie(shelfd):
 
 
 def test_max_clients_answers_busy(daemon_factory, library):
-    daemon = daemon_factory(library, "--max-clients", "2")
+    daemon = daemon_factory(library, "--max-clients", "2", "--prefork", "0")
     with daemon.connect() as one, daemon.connect() as two:
         assert one.request("NOOP") == "OK" and two.request("NOOP") == "OK"
         with Raw(daemon.port, greet=False) as third:

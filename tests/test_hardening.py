@@ -48,7 +48,7 @@ def listing(conn: Raw) -> list[str]:
 
 # -- correctness under concurrency ----------------------------------------------
 
-@pytest.mark.parametrize("mode", [(), ("--prefork", "4")], ids=["fork", "prefork"])
+@pytest.mark.parametrize("mode", [("--prefork", "0"), ("--prefork", "4")], ids=["fork", "prefork"])
 def test_concurrent_lists_are_exact(daemon_factory, library, mode):
     names = sorted("file-%02d.txt" % index for index in range(50))
     for name in names:
@@ -183,7 +183,7 @@ def test_start_removes_a_leftover_but_not_a_folder(daemon_factory, library):
 
 # -- the master never dies, and a crashed master can be replaced ------------------
 
-@pytest.mark.parametrize("mode", [(), ("--prefork", "2")], ids=["fork", "prefork"])
+@pytest.mark.parametrize("mode", [("--prefork", "0"), ("--prefork", "2")], ids=["fork", "prefork"])
 def test_a_killed_master_is_replaced_while_an_orphan_lives(tmp_path, library, mode):
     pidfile = tmp_path / "shelfd.pid"
     first = Daemon(library, "--pidfile", str(pidfile), *mode, log_path=tmp_path / "first.log")
@@ -266,7 +266,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_out_of_descriptors_the_master_backs_off(shelfd):
+def test_out_of_descriptors_the_master_backs_off(daemon_factory, library):
+    shelfd = daemon_factory(library, "--prefork", "0")  # the master accepts every client
     in_use = len(os.listdir("/proc/%d/fd" % shelfd.pid))
     _, hard = resource.prlimit(shelfd.pid, resource.RLIMIT_NOFILE)
     resource.prlimit(shelfd.pid, resource.RLIMIT_NOFILE, (in_use, hard))
@@ -360,7 +361,7 @@ def test_eight_daemons_at_once_on_one_pidfile(tmp_path, library):
 
 # -- limits against one greedy or clumsy client -------------------------------------
 
-@pytest.mark.parametrize("mode", [(), ("--prefork", "8")], ids=["fork", "prefork"])
+@pytest.mark.parametrize("mode", [("--prefork", "0"), ("--prefork", "8")], ids=["fork", "prefork"])
 def test_a_burst_of_300_clients_are_all_answered(daemon_factory, library, mode):
     import selectors
     daemon = daemon_factory(library, "--max-clients", "64", "--max-per-ip", "64", *mode)
@@ -396,7 +397,7 @@ def test_a_burst_of_300_clients_are_all_answered(daemon_factory, library, mode):
             sock.close()
 
 
-@pytest.mark.parametrize("mode", [(), ("--prefork", "4")], ids=["fork", "prefork"])
+@pytest.mark.parametrize("mode", [("--prefork", "0"), ("--prefork", "4")], ids=["fork", "prefork"])
 def test_max_per_ip_keeps_room_for_others(daemon_factory, library, mode):
     daemon = daemon_factory(library, "--max-clients", "10", "--max-per-ip", "3",
                             "--host", "0.0.0.0", *mode)

@@ -274,7 +274,7 @@ def test_killed_session_is_logged_and_others_are_served(shelfd, library):
 
 
 def test_500_sessions_from_20_clients_no_zombie(daemon_factory, library):
-    daemon = daemon_factory(library, "--max-clients", "16")
+    daemon = daemon_factory(library, "--max-clients", "16", "--prefork", "0")
     outcomes = {"served": 0, "busy": 0, "other": []}
     lock = threading.Lock()
     persistent_zombies = set()
