@@ -449,7 +449,7 @@ def download(session: Session, job: FileJob, progress, cancelled) -> None:
                 session.get(job.name, handle, offset=offset,
                             progress=lambda done: progress(offset + done), cancel=cancelled)
             except ShelfError:
-                keep = not cancelled() and handle.tell() > 0
+                keep = not job.cancel_requested and handle.tell() > 0  # cut or paused
                 raise
             handle.flush()
             os.fsync(handle.fileno())

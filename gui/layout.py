@@ -167,7 +167,7 @@ def controls(app) -> list:
 
 def build_menus(app) -> None:
     root = app.root
-    menubar = tk.Menu(root)
+    menubar = tk.Menu(root, tearoff=False)
     app.menubar = menubar
     file_menu = tk.Menu(menubar, tearoff=False)
     file_menu.add_command(label="Connect…", underline=0, command=lambda: _focus(app.host_box))

@@ -66,6 +66,8 @@ class RemoteWorker:
     # -- any thread ------------------------------------------------------------
 
     def request_connect(self, host: str, port: int) -> None:
+        with self._sock_lock:
+            self._aborted = False  # a Cancel from now on is meant for this connect
         self.jobs.put(("connect", host, port))
 
     def request_list(self) -> None:
@@ -103,8 +105,6 @@ class RemoteWorker:
                     pass
 
     def _open(self, timeout: float = CONTROL_TIMEOUT) -> Session:
-        with self._sock_lock:
-            self._aborted = False
         session = Session(self.address[0], self.address[1], self._adopt, timeout=timeout)
         session.channel.sock.settimeout(CONTROL_TIMEOUT)
         session.timeout = CONTROL_TIMEOUT

@@ -53,11 +53,19 @@ class Desktop:
                 number += chunk
         self.display = ":" + number.decode().strip()
         self.env = dict(os.environ, DISPLAY=self.display)
+        self.wm_log = open(os.path.join(str(tmp), "openbox.log"), "w+b")
         self.wm = subprocess.Popen(["openbox", "--sm-disable"], env=self.env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: "window id" in subprocess.run(
-            ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=self.env, capture_output=True,
-            text=True).stdout, what="openbox to manage the display")
+                                   stdout=self.wm_log, stderr=self.wm_log)
+
+        def managed():
+            if self.wm.poll() is not None:
+                self.wm_log.seek(0)
+                raise AssertionError("openbox exited: %r" % self.wm_log.read()[-500:])
+            return "window id" in subprocess.run(
+                ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=self.env,
+                capture_output=True, text=True).stdout
+
+        wait_for(managed, timeout=30, what="openbox to manage the display")
         self.root = tk.Tk(screenName=self.display)
         self.root.withdraw()
         # Let Tcl open what it keeps for the life of the process (the notifier's pipe)
@@ -95,6 +103,7 @@ class Desktop:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.wm_log.close()
 
 
 @pytest.fixture(scope="module")
