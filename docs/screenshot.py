@@ -48,6 +48,7 @@ def main(output: str) -> int:
             handle.truncate(size)
     server = DemoServer(library, 0)
     os.environ["XDG_CONFIG_HOME"] = os.path.join(work, "config")
+    os.environ["XDG_STATE_HOME"] = os.path.join(work, "state")
     root = make_root()
     app = ShelfApp(root, host="127.0.0.1", port=server.port, theme="light")
     try:
@@ -63,9 +64,16 @@ def main(output: str) -> int:
         pump(root, lambda: any(t.done > 300 << 20 for t in app.transfers.transfers.values()))
         pump(root, lambda: app.transfers.transfers[3].state.finished)
         root.update()
+        app.local.tree.focus_set()  # the focus ring shows in the picture
+        root.update()
         x, y = root.winfo_rootx(), root.winfo_rooty()
-        image = ImageGrab.grab(bbox=(x, y, x + root.winfo_width(), y + root.winfo_height()),
+        top = max(0, y - 80)  # the menu bar sits above the root window: keep it, crop the rest
+        image = ImageGrab.grab(bbox=(x, top, x + root.winfo_width(), y + root.winfo_height()),
                                xdisplay=os.environ.get("DISPLAY"))
+        grey = image.convert("L")
+        first = next((row for row in range(y - top)
+                      if max(grey.crop((0, row, image.width, row + 1)).getdata()) > 16), 0)
+        image = image.crop((0, first, image.width, image.height))
         image.save(output)
         print("wrote %s (%dx%d)" % (output, image.width, image.height))
     finally:

@@ -80,6 +80,7 @@ class ShelfApp:
         if queue_folder is None:
             queue_folder = os.path.join(settings_module.state_dir(), "queue")
         self.journal = Journal(queue_folder)
+        self._left_over = self.journal.unfinished()  # read before this run queues anything
         self.transfers = TransferEngine(self.post, self._batch_changed, self._batch_finished,
                                         self._file_failed, self.journal)
         self.remote_worker = RemoteWorker(self.post)
@@ -520,7 +521,7 @@ class ShelfApp:
         self._resume_job = None
         if self.closing or self.closed or self.active_dialog is not None:
             return
-        left = self.journal.unfinished()
+        left, self._left_over = self._left_over, []
         if not left:
             return
         files = sum(len(record["files"]) for record in left)

@@ -80,8 +80,8 @@ class BrowserPane(ttk.Frame):
         tree_frame.pack(fill="both", expand=True, pady=(4, 0))
         self.tree = ttk.Treeview(tree_frame, columns=("size", "modified"), selectmode="extended")
         self.tree.column("#0", width=260, minwidth=120, stretch=True)
-        self.tree.column("size", width=88, minwidth=60, anchor="e", stretch=False)
-        self.tree.column("modified", width=128, minwidth=90, anchor="w", stretch=False)
+        self.tree.column("size", width=84, minwidth=60, anchor="e", stretch=False)
+        self.tree.column("modified", width=148, minwidth=140, anchor="w", stretch=False)
         self.tree.tag_configure("special", foreground="#8a6d00")
         for column in ("#0", "size", "modified"):
             self.tree.heading(column, command=lambda c=column: self.sort_by(c))

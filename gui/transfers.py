@@ -375,7 +375,7 @@ class TransferList(ttk.Frame):
         self.tree = ttk.Treeview(self, columns=self.COLUMNS, selectmode="extended", height=4)
         headings = {"#0": ("Name", 230, 150), "server": ("Server", 120, 70),
                     "progress": ("%  files", 90, 60), "bytes": ("Done / total", 150, 90),
-                    "speed": ("Speed", 85, 60), "eta": ("Left", 55, 40),
+                    "speed": ("Speed", 100, 80), "eta": ("Left", 55, 40),
                     "state": ("State", 200, 90)}
         for column, (text, width, least) in headings.items():
             self.tree.heading(column, text=text, anchor="w")
