@@ -65,7 +65,13 @@ class Desktop:
                 ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=self.env,
                 capture_output=True, text=True).stdout
 
-        wait_for(managed, timeout=30, what="openbox to manage the display")
+        try:
+            wait_for(managed, timeout=30, what="openbox to manage the display")
+        except BaseException:
+            for proc in (self.wm, self.xvfb):  # never leave a display behind
+                proc.kill()
+                proc.wait()
+            raise
         self.root = tk.Tk(screenName=self.display)
         self.root.withdraw()
         # Let Tcl open what it keeps for the life of the process (the notifier's pipe)
