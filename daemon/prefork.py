@@ -29,7 +29,8 @@ import socket
 
 from common.protocol import ShelfError
 from daemon.library import Library
-from daemon.session import Session, install_child_signals, send_busy
+from daemon.session import (READY_NAME, SESSION_NAME, Session, install_child_signals,
+                            send_busy, set_process_name)
 
 log = logging.getLogger("shelfd")
 
@@ -57,6 +58,7 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
 
     install_child_signals(on_stop, stop_w, on_retire)
     leave_with_master(master)
+    set_process_name(READY_NAME)
     poller = ready_poller(listener, stop_r)
     pid = os.getpid()
     served = 0
@@ -82,6 +84,7 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
                         peer, settings.max_per_ip, address[0])
             send_busy(conn)
             continue
+        set_process_name(SESSION_NAME)
         os.write(status_fd, ("B %d %s\n" % (pid, peer)).encode("utf-8"))
         conn.setblocking(True)
         session = Session(conn, peer, library, settings.idle_timeout, stop_fd=stop_r)
@@ -95,6 +98,7 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
             conn.close()
             peers.clear(slot)
         served += 1
+        set_process_name(READY_NAME)
         if not (state["stopping"] or state["retiring"]) and served < SESSIONS_PER_PROCESS:
             os.write(status_fd, b"I %d\n" % pid)
 

@@ -25,7 +25,8 @@ import time
 
 from common.protocol import ShelfError
 from daemon.library import Library
-from daemon.session import FORK_BLOCKED, send_busy, serve_in_child  # once here, not in every child
+from daemon.session import (FORK_BLOCKED, MASTER_NAME, send_busy, serve_in_child,  # once here,
+                            set_process_name)  # not in every child
 
 log = logging.getLogger("shelfd")
 
@@ -114,6 +115,7 @@ class Server:
         if self.prefork:
             self._status_r, self._status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             selector.register(self._status_r, selectors.EVENT_READ, "status")
+        set_process_name(MASTER_NAME)
         warm_up()  # before "listening" is said: a supervisor sees a settled master
         trim_fork_hooks()
         if self.on_ready is not None:

@@ -54,7 +54,7 @@ class Settings:
     log_file: str | None = None
     log_level: str = "info"
     grace: float = 10.0
-    prefork: int = 0        # idle session processes kept ready (0: fork per session)
+    prefork: int = 4        # ready session processes kept (0: a fresh fork per session)
     no_fsync: bool = False  # benchmarks only: shows what the durability promise costs
 
 
@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--grace", type=typed("grace"), metavar="SECONDS",
         help="how long a stop waits for sessions (default 10)")
     add("--prefork", type=typed("prefork"), metavar="N",
-        help="keep N session processes ready, each serving sessions one after another "
-             "(default 0: a fresh process per session)")
+        help="keep N session processes ready, each serving one session at a time; the "
+             "pool grows with demand and shrinks after 15 s idle (default 4; 0: a fresh "
+             "process per session)")
     add("--config", metavar="FILE", help="INI file with a [shelfd] section")
     add("--check-config", action="store_true",
         help="check the options and config file, print what would be served, and exit "

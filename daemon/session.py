@@ -30,6 +30,7 @@ log = logging.getLogger("shelfd.session")
 SMALL_FILE = 256 * 1024  # GET sends files up to this size with the reply in one write
 LOG_BURST = 200  # request log lines one session may write at once...
 LOG_RATE = 20    # ...and then per second
+MASTER_NAME, SESSION_NAME, READY_NAME = "shelfd", "shelfd session", "shelfd ready"
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,24 @@ def install_child_signals(on_stop, wake_fd: int, on_retire=None) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_BLOCKED)
 
 
+def set_process_name(name: str) -> None:
+    """Show what this process is in ps/top (``shelfd session``, ``shelfd ready``).
+
+    Written to /proc/self/comm (15 bytes at most), as Postgres and Apache
+    show a process's role; best effort elsewhere.
+    """
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, name.encode("ascii")[:15])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def send_busy(conn: socket.socket) -> None:
     """Tell a client there is no room (BUSY, instead of the greeting) and close."""
     try:
@@ -325,6 +344,7 @@ def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeou
     terminal's Ctrl+C reaches the whole process group), SIGHUP is the
     master's business, SIGXFSZ must not kill us mid-upload (EFBIG instead).
     """
+    set_process_name(SESSION_NAME)
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     session = Session(sock, peer, library, idle_timeout, stop_fd=stop_r)
     install_child_signals(lambda signum, frame: session.request_stop(), stop_w)

@@ -89,6 +89,10 @@ class Daemon:
     def children(self) -> list[int]:
         return process_children(self.pid)
 
+    def sessions(self) -> list[int]:
+        """The processes serving a session now (ready pool processes are not)."""
+        return [pid for pid in self.children() if process_name(pid) == "shelfd session"]
+
     def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -113,6 +117,14 @@ def process_children(pid: int) -> list[int]:
     except FileNotFoundError:
         pass
     return children
+
+
+def process_name(pid: int) -> str | None:
+    try:
+        with open("/proc/%d/comm" % pid) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 def process_state(pid: int) -> str | None:

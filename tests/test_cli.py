@@ -359,9 +359,9 @@ def test_shell_session(shelfd, library, tmp_path):
         shell.send("help")
         shell.wait_output("Documented commands")
         # Drop the connection under the shell: it says so and reconnects.
-        for pid in shelfd.children():
+        for pid in shelfd.sessions():
             os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: shelfd.children() == [], what="the session to die")
+        wait_for(lambda: shelfd.sessions() == [], what="the session to die")
         shell.send("ls")
         shell.wait_output("reconnecting", "stderr")
         shell.wait_output("up load.txt ")

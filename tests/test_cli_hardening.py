@@ -29,7 +29,7 @@ def sparse_file(path, size: int) -> None:
 
 
 def session_pids(daemon) -> list[int]:
-    return daemon.children()
+    return daemon.sessions()
 
 
 def read_chars(pid: int) -> int:

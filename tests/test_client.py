@@ -120,7 +120,7 @@ def test_connection_lost_when_the_server_dies(daemon_factory, library):
 
     def kill_everything(done):
         if done >= (1 << 20) and not killed:  # once: later calls would race the reaper
-            for pid in daemon.children():
+            for pid in daemon.sessions():
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -87,3 +87,17 @@ def test_reload_replaces_ready_processes(daemon_factory, library, tmp_path):
     wait_for(lambda: len(set(daemon.children()) - before) == 2, what="two fresh processes")
     with daemon.connect() as conn:
         assert conn.request("PUT x 1") == "FAIL library is read-only"
+
+
+def test_process_names_tell_ready_from_busy(daemon_factory, library):
+    daemon = daemon_factory(library, "--prefork", "2")
+    from helpers import process_name
+    assert process_name(daemon.pid) == "shelfd"
+    wait_for(lambda: len(daemon.children()) == 2, what="two ready processes")
+    assert daemon.sessions() == []
+    assert {process_name(pid) for pid in daemon.children()} == {"shelfd ready"}
+    with daemon.connect() as conn:
+        assert conn.request("NOOP") == "OK"
+        busy = wait_for(daemon.sessions, what="one busy process")
+        assert len(busy) == 1
+    wait_for(lambda: daemon.sessions() == [], what="the process to be ready again")

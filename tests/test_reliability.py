@@ -261,7 +261,7 @@ def test_daemon_killed_mid_put_then_restarted(daemon_factory, tmp_path):
     conn.send(os.urandom(300_000))
     wait_for(lambda: any(n.startswith(".shelf-upload") for n in os.listdir(root)),
              what="the temporary")
-    children = daemon.children()
+    children = daemon.sessions()
     daemon.stop(signal.SIGKILL)
     assert pidfile.exists()  # stale: its holder died without cleaning up
     # Restart while the orphaned session still lives and holds its upload: 1.0
@@ -332,7 +332,7 @@ def test_unreadable_library_fails_then_recovers(shelfd, library):
 def test_concurrent_clients_mixed_load(daemon_factory, tmp_path):
     root = tmp_path / "library"
     root.mkdir()
-    daemon = daemon_factory(root, "--max-clients", "256")
+    daemon = daemon_factory(root, "--max-clients", "256", "--max-per-ip", "256")  # all from 127.0.0.1
     clients = 200
     operations = 40 if SOAK else 4
     shared = ["race-%d.bin" % index for index in range(10)]
@@ -398,7 +398,7 @@ def test_concurrent_clients_mixed_load(daemon_factory, tmp_path):
             assert len(wins) == 1 and (root / name).read_bytes() == wins[0]
         else:
             assert wins == []
-    wait_for(lambda: daemon.children() == [], timeout=30, what="every session to end")
+    wait_for(lambda: daemon.sessions() == [], timeout=30, what="every session to end")
     assert zombies_of(daemon.pid) == []
     assert len(os.listdir("/proc/%d/fd" % daemon.pid)) == fds_before
     rss_after = rss_kib(daemon.pid)
@@ -436,7 +436,7 @@ def test_slow_and_abusive_clients_do_not_starve_others(daemon_factory, tmp_path)
             assert fifth.line() == "BUSY"
     trickler.send(b"I")
     # The idle timeout frees the abusive sessions' slots.
-    wait_for(lambda: daemon.children() == [], timeout=20, what="idle sessions to be closed")
+    wait_for(lambda: daemon.sessions() == [], timeout=20, what="idle sessions to be closed")
     with Raw(daemon.port) as later:
         assert later.request("NOOP") == "OK"
     trickler.close()
