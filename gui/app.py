@@ -169,6 +169,10 @@ class ShelfApp:
             figures = batch_figures(batch, live.get(batch), paused)
             self.transfer_list.show(batch, figures, follow=batch in self._new_batches)
         self._new_batches.clear()
+        for batch_id, shown in list(self.transfer_list.open_batches.items()):
+            batch = self.transfers.batches.get(batch_id)
+            if batch is not None and batch not in dirty and shown < len(batch.jobs):
+                self.transfer_list.refresh_files(batch)  # the next slice of file rows
         if dirty:
             self._update_queue_label(live)
         self.journal.flush()

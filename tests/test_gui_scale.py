@@ -178,6 +178,8 @@ def test_one_row_per_batch_with_files_on_demand(connected, home, library):
     files = app.transfer_list.tree.get_children("1")
     assert len(files) == 401 and files[-1] == "more-1"  # a slice, then more on the next tick
     assert app.transfer_list.tree.set(files[0], "state") == "done"
+    pump(app, lambda: len(app.transfer_list.tree.get_children("1")) == 1200,
+         what="the other file rows, a slice per tick")
     assert len(os.listdir(library)) == 1200
     pump(app, lambda: len(app.remote.rows) == 1200, what="the library listed once")
 
