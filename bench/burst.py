@@ -53,6 +53,18 @@ def tree_uss(pid: int) -> tuple[int, int]:
     return sum(uss_kib(p) for p in pids), len(pids)
 
 
+def settle(pid: int, timeout: float = 5.0) -> None:
+    """Wait until the server's process count stops changing (bounded)."""
+    deadline = time.monotonic() + timeout
+    count = len(tree(pid))
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = len(tree(pid))
+        if now == count:
+            return
+        count = now
+
+
 def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
@@ -62,6 +74,7 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 def burst(kind: str, port: int, pid: int, clients: int, timeout: float = 20.0) -> dict:
     """Connect ``clients`` sockets at once; greeting times, then USS per idle session."""
+    settle(pid)  # a pool of ready processes is part of the idle server
     idle_uss, idle_processes = tree_uss(pid)
     selector = selectors.DefaultSelector()
     socks: dict[socket.socket, dict] = {}
