@@ -25,6 +25,7 @@ import time
 
 from common.protocol import ShelfError
 from daemon.library import Library
+from daemon.sessionlog import session_log
 from daemon.session import (FORK_BLOCKED, MASTER_NAME, send_busy, serve_in_child,  # once here,
                             set_process_name)  # not in every child
 
@@ -476,10 +477,9 @@ def warm_up(rounds: int = 8) -> None:
     objects: if every child did that on its own, each would copy the pages
     of every code object on its path. Run once here, the pages stay shared.
     The sessions serve a one-file read-only library in a temporary folder of
-    their own and log to nowhere; where no such folder can be made, nothing
+    their own and log to /dev/null; where no such folder can be made, nothing
     is warmed (only slower).
     """
-    import io
     from daemon.session import Session
 
     folder = os.path.join(os.environ.get("TMPDIR") or "/tmp", ".shelfd-warm-up-%d" % os.getpid())
@@ -494,13 +494,10 @@ def warm_up(rounds: int = 8) -> None:
     except (OSError, ShelfError):
         _remove_folder(folder)
         return
-    handlers = log.handlers[:]
-    sink = logging.StreamHandler(io.StringIO())
-    if handlers:
-        sink.setFormatter(handlers[0].formatter)
-    log.handlers[:] = [sink]
-    level = log.level
-    log.setLevel(logging.INFO)
+    saved = (session_log.fd, session_log.render, session_log.level)
+    sink = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    session_log.direct(sink, saved[1] or (lambda *line: " ".join(map(str, line))),
+                       logging.DEBUG)
     try:
         for _ in range(rounds):
             ours, theirs = socket.socketpair()
@@ -510,8 +507,8 @@ def warm_up(rounds: int = 8) -> None:
     except (OSError, ShelfError):
         pass  # only slower
     finally:
-        log.handlers[:] = handlers
-        log.setLevel(level)
+        session_log.direct(*saved)
+        os.close(sink)
         library.close()
         _remove_folder(folder)
 

@@ -16,16 +16,15 @@ import os
 import socket
 import stat
 import sys
+import time
 from dataclasses import dataclass, fields, replace
 
 from common import __version__
 from common.protocol import DEFAULT_HOST, DEFAULT_PORT, ShelfError
+from daemon.sessionlog import session_log
 
 log = logging.getLogger("shelfd")
 
-LOG_FORMAT = "%(asctime)s shelfd[%(process)d] %(levelname)s %(message)s"
-JOURNAL_FORMAT = "<%(priority)d>%(levelname)s %(message)s"  # the journal adds time and pid
-SYSLOG_FORMAT = "shelfd[%(process)d]: %(levelname)s %(message)s"
 SYSLOG_SOCKET = "/dev/log"
 LONGEST_WAIT = 365 * 24 * 3600.0  # seconds: a timeout past a year is a typo
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -235,21 +234,39 @@ def merge_settings(args: argparse.Namespace) -> Settings:
 
 # -- logging -----------------------------------------------------------------
 
-class LineFormatter(logging.Formatter):
-    """One record, one line: control characters a client sent are escaped.
+PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+ESCAPES = {code: "\\x%02x" % code for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
 
-    ``priority`` is the syslog level, for the journal's ``<N>`` prefix.
+
+def render_line(style: str, levelname: str, message: str, created: float, pid: int) -> str:
+    """One log line in one of our styles; control characters a client sent are escaped.
+
+    ``file``: our own time stamp and pid; ``journal``: the journal's ``<N>``
+    priority prefix (it adds time and pid itself); ``syslog``: syslog's tag.
     """
+    message = message.translate(ESCAPES)
+    if style == "journal":
+        return "<%d>%s %s" % (PRIORITIES.get(levelname, 6), levelname, message)
+    if style == "syslog":
+        return "shelfd[%d]: %s %s" % (pid, levelname, message)
+    return "%s shelfd[%d] %s %s" % (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)),
+                                    pid, levelname, message)
 
-    PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
-    ESCAPES = {code: "\\x%02x" % code for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-    ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+class LineFormatter(logging.Formatter):
+    """``render_line`` for logging's records (a traceback keeps its own lines)."""
+
+    def __init__(self, style: str):
+        super().__init__()
+        self.style = style
 
     def format(self, record: logging.LogRecord) -> str:
-        record.priority = self.PRIORITIES.get(record.levelname, 6)
-        text = super().format(record)
-        head, newline, trace = text.partition("\n")  # a traceback keeps its lines
-        return head.translate(self.ESCAPES) + newline + trace
+        text = render_line(self.style, record.levelname, record.getMessage(), record.created,
+                           record.process)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def stderr_is_journal() -> bool:
@@ -273,10 +290,10 @@ def open_log_handler(settings: Settings, to_stderr: bool = True) -> logging.Hand
         except OSError as exc:
             raise ConfigError("cannot open log file %s: %s"
                               % (path, (exc.strerror or str(exc)).lower())) from None
-        return _formatted(handler, LOG_FORMAT)
+        return _formatted(handler, "file")
     if to_stderr:
         handler = logging.StreamHandler(sys.stderr)
-        return _formatted(handler, JOURNAL_FORMAT if stderr_is_journal() else LOG_FORMAT)
+        return _formatted(handler, "journal" if stderr_is_journal() else "file")
     return open_syslog()
 
 
@@ -289,11 +306,11 @@ def open_syslog() -> logging.Handler:
         handler.close()
         raise ConfigError("--daemon needs --log-file FILE: there is no syslog at %s "
                           "to send the log to" % SYSLOG_SOCKET)
-    return _formatted(handler, SYSLOG_FORMAT)
+    return _formatted(handler, "syslog")
 
 
-def _formatted(handler: logging.Handler, fmt: str) -> logging.Handler:
-    handler.setFormatter(LineFormatter(fmt, "%Y-%m-%d %H:%M:%S"))
+def _formatted(handler: logging.Handler, style: str) -> logging.Handler:
+    handler.setFormatter(LineFormatter(style))
     return handler
 
 
@@ -318,6 +335,10 @@ def configure_logging(settings: Settings, to_stderr: bool = True) -> None:
     log.addHandler(handler)
     log.setLevel(settings.log_level.upper())
     log.propagate = False
+    # Session processes write the same lines straight to the same descriptor.
+    direct = isinstance(handler, logging.StreamHandler) and hasattr(handler.stream, "fileno")
+    session_log.direct(handler.stream.fileno() if direct else None,
+                       lambda *line: render_line(handler.formatter.style, *line), log.level)
 
 
 def check_paths(settings: Settings) -> None:
