@@ -670,14 +670,13 @@ class Store:
             raise Exists("the root exists")
         source_parent = self._open_folder(source[:-1])
         try:
+            kind = _kind_at(source_parent, source[-1])
+            if kind not in ("file", "folder"):
+                raise NotFound("no such file or folder")
+            if kind == "folder" and target[:len(source)] == source and target != source:
+                raise Invalid("cannot move a folder into itself")
             target_parent = self._open_folder(target[:-1])
             try:
-                kind = _kind_at(source_parent, source[-1])
-                if kind not in ("file", "folder"):
-                    raise NotFound("no such file or folder")
-                if kind == "folder" and len(target) > len(source) \
-                        and target[:len(source)] == source:
-                    raise Invalid("cannot move a folder into itself")
                 self._move(kind, source_parent, source[-1], target_parent, target[-1])
                 self._sync(target_parent)
                 self._sync(source_parent)
@@ -697,6 +696,8 @@ class Store:
                 if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                     raise
         if kind == "folder":
+            if _kind_at(dst_fd, dst) is not None:
+                raise FileExistsError(errno.EEXIST, "exists")
             raise Unsupported("this file system cannot rename a folder without "
                               "a risk of replacing another")
         before = os.stat(src, dir_fd=src_fd, follow_symlinks=False)
