@@ -613,6 +613,8 @@ class Store:
                 raise NotAFile("no such file")
             os.unlink(path[-1], dir_fd=parent)
             self._sync(parent)
+        except IsADirectoryError:  # a folder took its place meanwhile
+            raise NotAFile("no such file") from None
         except OSError as exc:
             raise _failure(exc, "delete") from None
         finally:
@@ -677,7 +679,7 @@ class Store:
                 raise Invalid("cannot move a folder into itself")
             target_parent = self._open_folder(target[:-1])
             try:
-                self._move(kind, source_parent, source[-1], target_parent, target[-1])
+                self._move(source_parent, source[-1], target_parent, target[-1])
                 self._sync(target_parent)
                 self._sync(source_parent)
             finally:
@@ -687,7 +689,7 @@ class Store:
         finally:
             os.close(source_parent)
 
-    def _move(self, kind: Kind, src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    def _move(self, src_fd: int, src: str, dst_fd: int, dst: str) -> None:
         if self.features.noreplace:
             try:
                 rename_noreplace(src_fd, src, dst_fd, dst)
@@ -695,12 +697,12 @@ class Store:
             except OSError as exc:
                 if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                     raise
-        if kind == "folder":
+        before = os.stat(src, dir_fd=src_fd, follow_symlinks=False)
+        if stat.S_ISDIR(before.st_mode):  # no emulation: it would race
             if _kind_at(dst_fd, dst) is not None:
                 raise FileExistsError(errno.EEXIST, "exists")
             raise Unsupported("this file system cannot rename a folder without "
                               "a risk of replacing another")
-        before = os.stat(src, dir_fd=src_fd, follow_symlinks=False)
         os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
         try:
             os.unlink(src, dir_fd=src_fd)
@@ -800,6 +802,8 @@ class _Temporary:
             fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600,
                          dir_fd=self.folder_fd)
         except OSError as exc:
+            if exc.errno == errno.EPERM and os.fstat(self.folder_fd).st_nlink == 0:
+                raise FileNotFoundError(errno.ENOENT, "folder removed") from None
             if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 return None  # this file system has no O_TMPFILE
             raise
