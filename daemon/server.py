@@ -13,6 +13,7 @@ sessions a new client is told ``BUSY`` and closed.
 
 from __future__ import annotations
 
+import _signal
 import errno
 import gc
 import logging
@@ -26,8 +27,8 @@ import time
 from common.protocol import ShelfError
 from daemon.library import Library
 from daemon.sessionlog import session_log
-from daemon.session import (FORK_BLOCKED, MASTER_NAME, send_busy, serve_in_child,  # once here,
-                            set_process_name)  # not in every child
+from daemon.session import (FORK_BLOCKED_NUMBERS, MASTER_NAME, send_busy,  # once here,
+                            serve_in_child, set_process_name)  # not in every child
 
 log = logging.getLogger("shelfd")
 
@@ -272,7 +273,9 @@ class Server:
         self.children[pid] = peer
         self.hosts[pid] = host
         self.served += 1
-        log.info("%s session started (pid %d, %d live)", peer, pid, len(self.children))
+        # The direct writer: each page the master touches between two forks is
+        # copied for the earlier child, and logging touches many.
+        session_log.info("%s session started (pid %d, %d live)", peer, pid, len(self.children))
 
     def _become_session(self, conn: socket.socket, peer: str) -> None:
         self.listener.close()
@@ -329,7 +332,7 @@ class Server:
                 self.idle.discard(pid)
                 self.children[pid] = peer
                 self.served += 1
-                log.info("%s session started (pid %d, %d live)", peer, pid,
+                session_log.info("%s session started (pid %d, %d live)", peer, pid,
                          len(self.children) - len(self.idle))
             else:
                 self.children[pid] = "idle"
@@ -453,17 +456,22 @@ def fork_with_stops_blocked() -> int:
     """fork() with the stop signals blocked; the child unblocks them once it can handle them.
 
     Otherwise a SIGTERM that lands between fork() and the child's own handlers
-    would run the master's handler in the child and be lost there.
+    would run the master's handler in the child and be lost there. (Through
+    ``_signal``: see ``install_child_signals``; every page the master touches
+    between two forks ends up as a private page of the earlier child.)
     """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+    previous = _signal.pthread_sigmask(SIG_BLOCK, FORK_BLOCKED_NUMBERS)
     try:
         pid = os.fork()
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _signal.pthread_sigmask(SIG_SETMASK, previous)
         raise
     if pid:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _signal.pthread_sigmask(SIG_SETMASK, previous)
     return pid
+
+
+SIG_BLOCK, SIG_SETMASK = int(signal.SIG_BLOCK), int(signal.SIG_SETMASK)
 
 
 WARM_UP_SCRIPT = (b"NOOP\nLIST\nSTAT a.txt\nGET a.txt\nGET a.txt 1\nHASH a.txt\n"
