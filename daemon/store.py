@@ -50,17 +50,23 @@ Versions
     and its one weakness is a delete and a new file of the same size on the same
     inode within one tick of a coarse file-system clock. All shelfd serving one
     library must see the same xattr support (NFS >= 4.2 has it, NFSv3 has not).
-    The same file keeps its version when it moves (rename, trash and restore
-    move the inode): equal versions at one path still mean equal bytes.
+    With an id, the same file keeps its version when it moves (rename, trash
+    and restore move the inode): PROTOCOL.md's "whatever arrives at the path
+    later has a different version" is read as "any other file", since equal
+    versions at one path still mean equal bytes. Without one, a move changes
+    the ctime, and so the version.
 
 Temporaries
-    An upload writes into a temporary of its own in the target folder: an
+    An upload writes into a temporary of its own in its target folder (so the
+    final link never crosses a file system): an
     ``O_TMPFILE`` (no name; linked into place with ``linkat`` via
     /proc/self/fd) where the file system has it, else ``.shelf-upload.<128-bit
     random hex>``, created O_EXCL and ``flock``-ed while it lives (flock works
     across NFS clients), so no two uploads anywhere share a name and clean-up
-    (``remove_leftovers``, RMDIR) removes only temporaries nobody holds.
-    AT_EMPTY_PATH is not used: before Linux 6.10 it needs CAP_DAC_READ_SEARCH.
+    (``remove_leftovers``, RMDIR) removes only temporaries nobody holds. An
+    O_TMPFILE leaves nothing behind when its process dies; a named one is left
+    unlocked, for the next clean-up. AT_EMPTY_PATH is not used: before Linux
+    6.10 it needs CAP_DAC_READ_SEARCH, which a service should not hold.
 """
 
 from __future__ import annotations
@@ -399,7 +405,10 @@ class Store:
 
     def _describe(self, fd: int, name: str) -> Entry | None:
         """The Entry of an open descriptor, or None if it is not a file or folder."""
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            raise _failure(exc, "read the library") from None
         if stat.S_ISDIR(st.st_mode):
             return Entry(name, "folder", 0, st.st_mtime_ns // 10**9, None)
         if stat.S_ISREG(st.st_mode):
@@ -432,8 +441,12 @@ class Store:
 
     # -- reading -------------------------------------------------------------------
 
-    def list(self, folder: Sequence[str | bytes] = ()) -> list[Entry]:
-        """The files and folders a client may see, sorted by the UTF-8 bytes of their names."""
+    def listing(self, folder: Sequence[str | bytes] = ()) -> list[Entry]:
+        """The files and folders a client may see, sorted by the UTF-8 bytes of their names.
+
+        Links, FIFOs, sockets, devices, hidden names, names that are not valid
+        segments, and files this process cannot open are left out.
+        """
         fd = self._open_folder(validate_path(folder))  # its own read position
         entries = []
         try:

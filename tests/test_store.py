@@ -12,7 +12,6 @@ that a read shows).
 from __future__ import annotations
 
 import ctypes
-import errno
 import hashlib
 import os
 import re
@@ -120,7 +119,7 @@ def read(store: Store, path: str, version: str | None = None) -> bytes:
 
 
 def names(store: Store, path: str = "") -> list[str]:
-    return [entry.name for entry in store.list(parse_path(path))]
+    return [entry.name for entry in store.listing(parse_path(path))]
 
 
 def leftovers(root: Path) -> list[str]:
@@ -197,7 +196,7 @@ def test_each_mode_resolves_the_way_it_says(tmp_path, mode):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "f").write_bytes(b"x")
     script = ("import sys; from daemon.store import *; s = Store(sys.argv[1], features=%s);"
-              " s.stat(('a', 'b', 'f')); s.list(('a',))"
+              " s.stat(('a', 'b', 'f')); s.listing(('a',))"
               % ("None" if mode == "native" else "Features.portable()"))
     traced = subprocess.run(["strace", "-f", "-e", "trace=openat2,openat", sys.executable, "-c",
                              script, str(tmp_path)], capture_output=True, text=True,
@@ -220,7 +219,7 @@ def test_each_mode_resolves_the_way_it_says(tmp_path, mode):
 ])
 def test_invalid_paths_are_refused_by_every_operation(tree, segments):
     store = tree.store
-    calls = [lambda: store.list(segments), lambda: store.stat(segments),
+    calls = [lambda: store.listing(segments), lambda: store.stat(segments),
              lambda: store.open_file(segments), lambda: store.sha256(segments),
              lambda: store.begin_upload(segments, 0), lambda: store.delete(segments),
              lambda: store.mkdir(segments), lambda: store.rmdir(segments),
@@ -255,7 +254,7 @@ def test_paths_of_1024_bytes_work_and_1025_are_invalid(tree):
         upload.write(b"deep")
         entry = upload.commit()
     assert store.stat(path) == entry
-    assert store.list(folders) == [entry]
+    assert store.listing(folders) == [entry]
     with store.open_file(path, entry.version) as opened:
         assert opened.file.read() == b"deep"
     assert store.sha256(path)[0] == hashlib.sha256(b"deep").hexdigest()
@@ -281,7 +280,7 @@ def test_symlinked_intermediate_folders_are_never_followed(tree):
     (root / "outlink").symlink_to(tree.outside.path)           # outside, absolute
     (root / "real" / "up").symlink_to("../../outside")         # outside, relative
     for link in (["inlink"], ["outlink"], ["real", "up"]):
-        for call in (lambda: store.list(link), lambda: store.list(link + ["b"]),
+        for call in (lambda: store.listing(link), lambda: store.listing(link + ["b"]),
                      lambda: store.stat(link + ["b", "file.txt"]),
                      lambda: store.open_file(link + ["b", "file.txt"]),
                      lambda: store.open_file(link + ["secret.txt"]),
@@ -307,7 +306,7 @@ def test_final_symlinks_are_neither_served_nor_replaced_nor_removed(tree):
     for path in (["link.txt"], ["dirlink"]):
         for call in (lambda: store.stat(path), lambda: store.open_file(path),
                      lambda: store.delete(path), lambda: store.rmdir(path),
-                     lambda: store.list(path), lambda: store.rename(path, ["moved"])):
+                     lambda: store.listing(path), lambda: store.rename(path, ["moved"])):
             with pytest.raises(NotFound):
                 call()
         for replace in (False, True):
@@ -341,8 +340,8 @@ def test_fifos_sockets_and_devices_are_neither_listed_nor_served(tree):
         path = ["d", name]
         for call in (lambda: store.stat(path), lambda: store.open_file(path),
                      lambda: store.sha256(path), lambda: store.delete(path),
-                     lambda: store.rmdir(path), lambda: store.list(path),
-                     lambda: store.list(path + ["x"]), lambda: store.rename(path, ["d", "x"]),
+                     lambda: store.rmdir(path), lambda: store.listing(path),
+                     lambda: store.listing(path + ["x"]), lambda: store.rename(path, ["d", "x"]),
                      lambda: store.begin_upload(path + ["x"], 1)):
             with pytest.raises(NotFound):
                 call()
@@ -426,7 +425,7 @@ def test_a_folder_swapped_for_a_symlink_during_walks_never_leads_outside(tree):
             assert results[0] == results[1] == "notfound"  # they exist only outside
             assert results[3] in ("notfound", "notempty")
             for call in (lambda: assert_inside(read(store, "a/b/file.txt")),
-                         lambda: assert_inside(store.list(["a", "b"])),
+                         lambda: assert_inside(store.listing(["a", "b"])),
                          lambda: store_file(store, "a/b/new-%d" % number, b"new"),
                          lambda: store.rename(["a", "b", "new-%d" % number],
                                               ["a", "b", "moved-%d" % number])):
@@ -490,7 +489,7 @@ def test_planted_working_files_of_every_kind_are_left_alone(tree):
     assert store.sha256(["d", "new.txt"])[0] == hashlib.sha256(b"new").hexdigest()
     assert store.remove_leftovers() == [("d", stale)]
     assert sorted(os.listdir(root / "d")) == sorted([*planted, "new.txt"])
-    assert store.list(["d"]) == [entry]
+    assert store.listing(["d"]) == [entry]
     store.delete(["d", "new.txt"])
     with pytest.raises(NotEmpty):  # what is not ours counts, hidden or not
         store.rmdir(["d"])
@@ -587,7 +586,7 @@ def test_an_upload_appears_whole_at_commit_and_not_before(tree):
         with pytest.raises(NotFound):
             store.stat(["f"])
         upload.write(b"def")
-        assert store.list([]) == []
+        assert store.listing([]) == []
         entry = upload.commit()
     assert (entry.name, entry.kind, entry.size) == ("f", "file", 6)
     assert read(store, "f", entry.version) == b"abcdef"
@@ -759,7 +758,7 @@ def test_versions_are_tokens_that_every_reader_agrees_on(tree):
     assert VERSION.fullmatch(entry.version)
     assert store.stat(["d"]).version is None
     assert store.stat(["d", "f"]) == entry
-    assert store.list(["d"]) == [entry]
+    assert store.listing(["d"]) == [entry]
     assert store.sha256(["d", "f"])[1] == entry
     with open_store(tree.root, tree.mode) as another:
         assert another.stat(["d", "f"]).version == entry.version
@@ -916,12 +915,12 @@ def test_listings_are_sorted_by_bytes_and_typed(tree):
     for name in ("b", "a", "é", "Z", "a b"):
         store_file(store, name, name.encode())
     store.mkdir(["c"])
-    entries = store.list([])
+    entries = store.listing([])
     assert [e.name for e in entries] == sorted([e.name for e in entries], key=str.encode)
     assert {e.name: e.kind for e in entries}["c"] == "folder"
     assert all(e.version is None for e in entries if e.kind == "folder")
     with pytest.raises(NotFound):
-        store.list(["a"])
+        store.listing(["a"])
 
 
 def test_concurrent_listings_never_share_a_read_position(tree):
