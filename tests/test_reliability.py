@@ -112,7 +112,9 @@ def expect_uploads(guard: Guard, data: bytes, limit: int = 1 << 20) -> None:
         verb = tokens[0].upper()
         if verb == b"QUIT":
             return
-        if verb != b"PUT" or len(tokens) != 3 or not tokens[2].isdigit() or len(tokens[2]) > 19:
+        # A size is ASCII digits, any number of leading zeros (PROTOCOL.md), below 2**63.
+        if verb != b"PUT" or len(tokens) != 3 or not tokens[2].isdigit() \
+                or len(tokens[2].lstrip(b"0")) > 19 or int(tokens[2]) >= 1 << 63:
             continue
         try:
             name = decode_name(tokens[1])
