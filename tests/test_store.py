@@ -1073,3 +1073,26 @@ def test_uploads_racing_the_removal_of_their_folder_fail_cleanly(tree):
 
     assert race_processes(RACERS, work) == ["ok"] * RACERS
     assert leftovers(tree.root) == []
+
+
+def test_requests_racing_a_change_of_kind_fail_cleanly(tree):
+    """x is a file, a folder or nothing by turns; every request still gets a protocol answer."""
+    store = tree.store
+
+    def work(number: int) -> None:
+        for step in range(150):
+            try:
+                if number % 3 == 0:
+                    store.mkdir(["x"]) if step % 2 == 0 else store.rmdir(["x"])
+                elif number % 3 == 1:
+                    store_file(store, "x", b"x") if step % 2 == 0 else store.delete(["x"])
+                else:
+                    store.rename(["x"], ["y%d" % number]) if step % 2 == 0 else \
+                        store.rename(["y%d" % number], ["x"])
+            except (Exists, NotFound, NotEmpty):
+                pass
+            except Unsupported:
+                check(not store.features.noreplace and number % 3 == 2)
+
+    assert race_processes(RACERS, work) == ["ok"] * RACERS
+    assert leftovers(tree.root) == []
