@@ -9,8 +9,10 @@ geometry, input) always gets the rest of the tick.
 
 Every user action is a plain method (``connect``, ``upload_selected``,
 ``download_names``, ``drop_paths``, ``retry_selected``...) that buttons,
-keys, menus and tests all call the same way. The layout and the keyboard
-live in ``gui.layout``; what is shown to a person is worded by ``gui.wording``.
+keys, menus and tests all call the same way. Connecting and what the control
+session reports are in ``gui.connection`` (a part of this class); the layout
+and the keyboard live in ``gui.layout``; what is shown to a person is worded
+by ``gui.wording``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from common import __version__
 from common.humanize import human_size
 from common.protocol import DEFAULT_PORT, is_valid_name
 from gui import settings as settings_module
+from gui.connection import ConnectionActions
 from gui.desktop import apply_theme, set_window_icon, write_crash_log
 from gui.dialogs import ChoiceDialog, resolve_conflicts
 from gui.engine import FileFinished, LanePaused, WorkerStopped, part_path, remove_quietly
@@ -45,7 +48,7 @@ QUIT_WAIT = 1.5       # seconds quitting waits for workers' final messages
 MAX_FAILURE_LINES = 20  # per batch in Messages; the row and the count tell the rest
 
 
-class ShelfApp:
+class ShelfApp(ConnectionActions):
     def __init__(self, root: tk.Tk, host: str | None = None, port: int | None = None,
                  settings_path: str | None = None, theme: str | None = None,
                  queue_folder: str | None = None):
@@ -176,118 +179,6 @@ class ShelfApp:
         if dirty:
             self._update_queue_label(live)
         self.journal.flush()
-
-    # -- connection -------------------------------------------------------------------
-
-    def connect_clicked(self) -> None:
-        if self.connecting:
-            self.remote_worker.abort()
-            return
-        if self.connected:
-            self.disconnect()
-            return
-        host = self.host_var.get().strip()
-        try:
-            port = int(self.port_var.get().strip())
-            if not 0 < port < 65536:
-                raise ValueError
-        except ValueError:
-            self.show_error("The port must be a number from 1 to 65535", log_it=True)
-            self.status_var.set("Invalid port")
-            self.port_entry.focus_set()
-            return
-        if not host:
-            self.show_error("Enter the server's host name or address", log_it=True)
-            self.host_box.focus_set()
-            return
-        self.connect(host, port)
-
-    def connect(self, host: str, port: int) -> None:
-        self.host_var.set(host)
-        self.port_var.set(str(port))
-        self.connecting = True
-        self.state_var.set("Connecting to %s:%d…" % (host, port))
-        self.status_var.set("Connecting to %s:%d… (Cancel stops)" % (host, port))
-        self.connect_button.configure(text="Cancel", state="normal")
-        self.remote.clear("Connecting…")
-        self.log_message("Connecting to %s:%d" % (host, port))
-        self.remote_worker.request_connect(host, port)
-
-    def disconnect(self) -> None:
-        """Disconnect; transfers still going to this server are paused or cancelled (asked)."""
-        address = self.address
-        left = self.transfers.unfinished_on(address) if address else 0
-        if not left:
-            self.remote_worker.request_disconnect()
-            return
-
-        def answered(choice) -> None:
-            self.active_dialog = None
-            if choice == "stay":
-                return
-            if choice == "cancel":
-                self.transfers.cancel_batches([b.id for b in self.transfers.batches.values()
-                                               if b.address == address])
-            else:
-                self.transfers.pause_server(address, "disconnected")
-            self.remote_worker.request_disconnect()
-
-        self.active_dialog = ChoiceDialog(
-            self.root, "Disconnect?", "%s still to transfer with %s:%d."
-            % (plural(left, "file"), *address),
-            [("pause", "Pause them"), ("cancel", "Cancel them"), ("stay", "Stay connected")],
-            answered, default="pause", cancel_value="stay",
-            detail="Paused transfers go on when you connect to this server again.")
-
-    def _recent_chosen(self, event=None) -> None:
-        host, _, port = self.host_var.get().rpartition(":")
-        if host and port.isdigit():
-            self.host_var.set(host)
-            self.port_var.set(port)
-
-    def _connected(self, message: Connected) -> None:
-        self.connected = True
-        self.connecting = False
-        self.address = (message.host, message.port)
-        self.settings.remember_server(message.host, message.port)
-        self.host_box.configure(values=self.settings.recent)
-        self.state_var.set("Connected to %s:%d" % self.address)
-        self.connect_button.configure(text="Disconnect", state="normal")
-        self.log_message("Connected to %s:%d" % self.address, "ok")
-        self.status_var.set("Connected to %s:%d" % self.address)
-        if self.transfers.resume_server(self.address):
-            self.log_message("Resuming the transfers to %s:%d" % self.address)
-        self._update_actions()
-        self.settings_changed()
-
-    def _listed(self, message: Listed) -> None:
-        if not self.connected:
-            return
-        started = time.monotonic()
-        self.remote.show_entries(message.entries)
-        total = sum(entry.size for entry in message.entries)
-        self.status_var.set("Library: %s, %s (listed in %.2f s)"
-                            % (plural(len(message.entries), "file"), human_size(total),
-                               time.monotonic() - started))
-        self._update_actions()
-
-    def _remote_failed(self, message: RemoteFailed) -> None:
-        self.show_error(sentence(message.error), log_it=True)
-        if message.connected:
-            return
-        self._set_disconnected("Not connected: %s" % message.error)
-
-    def _set_disconnected(self, text: str) -> None:
-        self.connected = False
-        self.connecting = False
-        self.address = None
-        self.state_var.set(text)
-        self.connect_button.configure(text="Connect", state="normal")
-        self.remote.clear("Not connected")
-        if text == "Disconnected":
-            self.log_message("Disconnected")
-            self.status_var.set("Disconnected")
-        self._update_actions()
 
     # -- actions ----------------------------------------------------------------------
 
