@@ -94,10 +94,11 @@ def main(argv=None) -> int:
             handle.write(name)
     shelf_sessions = Shelf(few, "Shelf (3-file library)")
     shelf_prefork = Shelf(few, "Shelf, --prefork 8", ["--prefork", "8"])
+    shelf_fork = Shelf(few, "Shelf, --prefork 0", ["--prefork", "0"])
     download.expected = size
     upload.expected = size
     everything = servers + [limit_send, limit_recv, shelf_upload, shelf_nofsync, shelf_sessions,
-                            shelf_prefork]
+                            shelf_prefork, shelf_fork]
     report = {"size": size, "small": small, "missing": missing, "rows": {},
               "clients": clients, "each": each, "parallel": parallel}
     try:
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
             target = shelf_sessions if server is shelf else server
             results[server.name]["sessions"] = session_rate(target, clients, each)
         results["Shelf, --prefork 8"] = {"sessions": session_rate(shelf_prefork, clients, each)}
+        results["Shelf, --prefork 0"] = {"sessions": session_rate(shelf_fork, clients, each)}
         results["Shelf"]["parallel"] = concurrent_downloads(shelf, "par.bin", parallel,
                                                             parallel_size)
         if any(s.name == "nginx" for s in servers):
@@ -201,8 +203,9 @@ def burst_table(few: str, work: str, quick: bool, no_peers: bool, missing: list)
     per-address limit would otherwise turn loopback clients away).
     """
     room = ["--max-clients", "400", "--max-per-ip", "400", "--log-level", "info"]
-    makers = [lambda: Shelf(few, "Shelf", room),
-              lambda: Shelf(few, "Shelf, --prefork 8", room + ["--prefork", "8"])]
+    makers = [lambda: Shelf(few, "Shelf (default: a pool of 4)", room),
+              lambda: Shelf(few, "Shelf, --prefork 0 (a fork per session)",
+                            room + ["--prefork", "0"])]
     if not no_peers:
         makers += [lambda: Vsftpd(few, work), lambda: PyFtpdlib(few)]
     sizes = (5, 20) if quick else (10, 100, 300)

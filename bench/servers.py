@@ -62,7 +62,8 @@ class Shelf(Server):
         env = dict(os.environ, PYTHONPATH=ROOT)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "--root", folder, "--port", str(self.port),
-             "--log-level", "error", "--max-clients", "128", *extra],
+             "--log-level", "error", "--max-clients", "128",
+             "--max-per-ip", "128", *extra],  # every client is on 127.0.0.1
             env=env, cwd=ROOT, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         wait_port(self.port)
 
