@@ -94,6 +94,7 @@ def gui_batch(root_factory, folder, work, tag) -> dict:
         ticker = Ticker(root)
         started = time.monotonic()
         app.upload_selected()
+        pump(root, lambda: app.transfers.batches)  # a big selection is checked a slice per tick
         batch = app.transfers.batches[max(app.transfers.batches)]
         pump(root, lambda: batch.finished)
         seconds = time.monotonic() - started

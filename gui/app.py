@@ -10,7 +10,8 @@ geometry, input) always gets the rest of the tick.
 Every user action is a plain method (``connect``, ``upload_selected``,
 ``download_names``, ``drop_paths``, ``retry_selected``...) that buttons,
 keys, menus and tests all call the same way. Connecting and what the control
-session reports are in ``gui.connection`` (a part of this class); the layout
+session reports are in ``gui.connection``, the offer to resume an earlier
+run's transfers in ``gui.resume`` (both parts of this class); the layout
 and the keyboard live in ``gui.layout``; what is shown to a person is worded
 by ``gui.wording``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import stat
 import time
 import tkinter as tk
 import traceback
@@ -31,12 +33,13 @@ from gui import settings as settings_module
 from gui.connection import ConnectionActions
 from gui.desktop import apply_theme, set_window_icon, write_crash_log
 from gui.dialogs import ChoiceDialog, resolve_conflicts
-from gui.engine import FileFinished, LanePaused, WorkerStopped, part_path, remove_quietly
+from gui.engine import FileFinished, LanePaused, WorkerStopped
 from gui.journal import Journal
 from gui import layout
 from gui.layout import build_window
 from gui.panes import KIND_WORDS
 from gui.remote import Connected, Disconnected, Listed, RemoteFailed, RemoteWorker
+from gui.resume import ResumeActions
 from gui.transfers import DOWNLOAD, UPLOAD, State, TransferEngine, batch_figures
 from gui.wording import plain_error, plural, sentence
 
@@ -46,9 +49,10 @@ POLL_MS = 30          # the drain loop's period
 DRAIN_BUDGET = 0.012  # seconds of message handling per tick; the rest is Tk's
 QUIT_WAIT = 1.5       # seconds quitting waits for workers' final messages
 MAX_FAILURE_LINES = 20  # per batch in Messages; the row and the count tell the rest
+CHECK_SLICE = 2000    # paths of a selection checked per turn of the event loop
 
 
-class ShelfApp(ConnectionActions):
+class ShelfApp(ConnectionActions, ResumeActions):
     def __init__(self, root: tk.Tk, host: str | None = None, port: int | None = None,
                  settings_path: str | None = None, theme: str | None = None,
                  queue_folder: str | None = None):
@@ -68,6 +72,7 @@ class ShelfApp(ConnectionActions):
         self._new_batches: set = set()
         self._failure_lines: dict = {}
         self._save_job = None
+        self._check_job = None
         self._close_deadline = 0.0
         self.context_menu = None
 
@@ -216,10 +221,35 @@ class ShelfApp(ConnectionActions):
         self.upload_paths(list(paths))
 
     def upload_paths(self, paths) -> None:
+        """Check the paths, then queue the files among them as one batch.
+
+        A big selection is checked ``CHECK_SLICE`` paths per turn of the event
+        loop (a stat each: 10,000 of them would freeze the window for a few
+        hundred milliseconds), then queued as one batch to the server it was
+        chosen for."""
         if not self.connected:
             self.show_error("Connect to a library first", log_it=True)
             return
+        paths = list(paths)
+        address = self.address
         items, refused = [], []
+        if len(paths) <= CHECK_SLICE:
+            self._check_uploads(paths, items, refused)
+            self._queue_uploads(address, items, refused)
+            return
+        self.status_var.set("Checking %s…" % plural(len(paths), "file"))
+
+        def step(start: int) -> None:
+            self._check_job = None
+            self._check_uploads(paths[start:start + CHECK_SLICE], items, refused)
+            if start + CHECK_SLICE < len(paths):
+                self._check_job = self.root.after(1, step, start + CHECK_SLICE)
+            else:
+                self._queue_uploads(address, items, refused)
+
+        step(0)
+
+    def _check_uploads(self, paths, items, refused) -> None:
         for path in paths:
             name = os.path.basename(os.path.normpath(path))
             row = self.local.rows.get(name) if os.path.dirname(path) == self.local.folder \
@@ -228,16 +258,16 @@ class ShelfApp(ConnectionActions):
                 refused.append("“%s” is a %s, not a file" % (name, KIND_WORDS[row.kind]))
                 continue
             try:
-                info = os.stat(path)
+                info = os.stat(path)  # one stat says it all
             except OSError as exc:
                 refused.append("cannot read %s: %s" % (name, (exc.strerror or exc)).lower()
                                if exc.strerror else "cannot read %s" % name)
                 continue
-            if os.path.isdir(path):
+            if stat.S_ISDIR(info.st_mode):
                 refused.append("“%s” is a folder: Shelf 1.0 uploads files only; open the "
                                "folder and select the files inside" % name)
                 continue
-            if not os.path.isfile(path):
+            if not stat.S_ISREG(info.st_mode):
                 refused.append("“%s” is not a regular file (a pipe, socket or device)" % name)
                 continue
             if not is_valid_name(name):
@@ -246,10 +276,19 @@ class ShelfApp(ConnectionActions):
                                "Cannot upload “%s”: not a valid library name" % name)
                 continue
             items.append({"name": name, "path": path, "size": info.st_size})
+
+    def _queue_uploads(self, address, items, refused) -> None:
+        if self.closing or self.closed:
+            return
         self._report_refused(refused, "uploaded")
-        if items:
-            self._queue(UPLOAD, items, set(self.remote.rows), "in the library",
-                        allow_overwrite=False)
+        if not items:
+            return
+        if not self.connected or self.address != address:
+            self.show_error("Not uploaded: the connection to %s:%d ended while the files "
+                            "were checked" % address, log_it=True)
+            return
+        self._queue(UPLOAD, items, set(self.remote.rows), "in the library",
+                    allow_overwrite=False)
 
     def download_names(self, names, folder: str | None = None) -> None:
         folder = folder or self.local.folder
@@ -410,50 +449,6 @@ class ShelfApp(ConnectionActions):
         self.upload_button.configure(state=connected)
         self.download_button.configure(state=connected)
 
-    # -- resuming what an earlier run left ------------------------------------------------
-
-    def offer_resume(self) -> None:
-        self._resume_job = None
-        if self.closing or self.closed or self.active_dialog is not None:
-            return
-        left, self._left_over = self._left_over, []
-        if not left:
-            return
-        files = sum(len(record["files"]) for record in left)
-        size = sum(f[2] for record in left for f in record["files"])
-        servers = sorted({"%s:%d" % (r["host"], r["port"]) for r in left})
-
-        def answered(choice) -> None:
-            self.active_dialog = None
-            if choice == "resume":
-                self.resume_records(left)
-            else:
-                self.discard_records(left)
-
-        self.active_dialog = ChoiceDialog(
-            self.root, "Resume transfers?", "%s (%s) to or from %s were not finished when "
-            "Shelf last closed." % (plural(files, "file"), human_size(size), ", ".join(servers)),
-            [("resume", "Resume them"), ("discard", "Discard them")], answered,
-            default="resume", cancel_value="later",
-            detail="Downloads go on from the part they had; uploads start their file again.")
-
-    def resume_records(self, records) -> None:
-        for record in records:
-            items = [{"name": f[0], "path": f[1], "size": f[2], "mtime": f[3],
-                      "overwrite": f[4], "resume": True} for f in record["files"]]
-            self.journal.discard(record["key"])
-            self.add_batch(record["direction"], (record["host"], record["port"]), items,
-                           record.get("folder", ""))
-        self.log_message("Resumed %s from the last session"
-                         % plural(sum(len(r["files"]) for r in records), "file"))
-
-    def discard_records(self, records) -> None:
-        for record in records:
-            if record["direction"] == DOWNLOAD:
-                for f in record["files"]:
-                    remove_quietly(part_path(f[1]))
-            self.journal.discard(record["key"])
-
     # -- messages to the person -------------------------------------------------------------
 
     def show_error(self, text: str, log_it: bool = False) -> None:
@@ -561,7 +556,7 @@ class ShelfApp(ConnectionActions):
         self.journal.flush()
         self.save_settings()
         self.remote_worker.stop()
-        for job in (self._save_job, self._resume_job):
+        for job in (self._save_job, self._resume_job, self._check_job):
             if job is not None:
                 self.root.after_cancel(job)
         self.root.after_cancel(self._poll_id)

@@ -41,8 +41,9 @@ class Journal:
         try:
             os.makedirs(self.folder, exist_ok=True)
             temp = self._path(key, ".json.tmp")
+            text = json.dumps(record)  # one write: json.dump() writes piece by piece
             with open(temp, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
+                handle.write(text)
             os.replace(temp, self._path(key, ".json"))
         except OSError as exc:
             log.warning("cannot save the transfer queue: %s", exc)
