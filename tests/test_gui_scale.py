@@ -254,3 +254,76 @@ def test_queue_and_settings_survive_and_downloads_resume_from_part_files(
     wait_for(lambda: "movie.mkv %d bytes from %d" % (len(content) - kept, kept) in daemon.log()
              or " from %d" % kept in daemon.log(), what="a GET from the kept offset")
     pump(again, lambda: os.listdir(queue_folder) == [], what="the finished queue forgotten")
+
+
+def test_header_says_lost_when_the_server_dies_and_reconnect_works(make_app, daemon_factory,
+                                                                   library, monkeypatch):
+    """Issue 12 item 3: "The header said Connected after the server died"."""
+    from gui import remote
+    monkeypatch.setattr(remote, "HEARTBEAT", 0.5)  # the idle check's period (10 s by default)
+    (library / "a.txt").write_text("a")
+    daemon = daemon_factory(library)
+    app = make_app(host="127.0.0.1", port=daemon.port)
+    pump(app, lambda: remote_names(app) == ["a.txt"], what="the listing")
+    assert app.state_var.get() == "Connected to 127.0.0.1:%d" % daemon.port
+    assert daemon.sessions(), "no process serves the window's session"
+    for pid in [daemon.pid] + daemon.children():  # the master, its sessions and its pool
+        os.kill(pid, signal.SIGKILL)
+    daemon.proc.wait(5)
+    killed = time.monotonic()
+    pump(app, lambda: not app.connected, timeout=remote.HEARTBEAT + 5,
+         what="the header to notice the dead server")
+    noticed = time.monotonic() - killed
+    assert noticed < 2 * remote.HEARTBEAT + 2, noticed
+    assert app.state_var.get().startswith("Not connected: lost the connection"), \
+        app.state_var.get()
+    assert app.connect_button.cget("text") == "Connect"
+    assert remote_names(app) == []
+
+    again = daemon_factory(library, port=daemon.port)  # a new server on the same port
+    app.connect_button.invoke()
+    pump(app, lambda: app.connected and remote_names(app) == ["a.txt"], what="reconnected")
+    assert app.state_var.get() == "Connected to 127.0.0.1:%d" % again.port
+    assert again.sessions()
+
+
+def test_disconnect_cancel_them_ends_queued_and_running_and_leaves_nothing(
+        connected, home, shelfd, library):
+    app = connected
+    with open(library / "movie.bin", "wb") as handle:
+        handle.truncate(4 << 30)  # sparse: the download is still running when cancelled
+    for name in ("big1.bin", "big2.bin"):
+        with open(os.path.join(home, name), "wb") as handle:
+            handle.truncate(8 << 30)
+    for index in range(5):
+        with open(os.path.join(home, "small%d.txt" % index), "w") as handle:
+            handle.write("small")
+    before_home = sorted(os.listdir(home))
+    app.refresh()
+    pump(app, lambda: remote_names(app) == ["movie.bin"], what="the listing")
+    app.download_names(["movie.bin"])
+    app.upload_paths([os.path.join(home, "big1.bin"), os.path.join(home, "big2.bin")])
+    app.upload_paths([os.path.join(home, "small%d.txt" % i) for i in range(5)])
+    running = [job for job in app.transfers.transfers.values() if job.size > 1 << 30]
+    queued = [job for job in app.transfers.transfers.values() if job.size < 1 << 30]
+    pump(app, lambda: all(job.done > 0 for job in running), what="three transfers moving")
+    assert len(running) == 3 and all(job.state.value == "running" for job in running)
+    assert len(queued) == 5 and all(job.state.value == "queued" for job in queued)
+
+    app.connect_button.invoke()  # Disconnect
+    dialog = pump(app, lambda: app.active_dialog, what="the question")
+    assert dialog.title() == "Disconnect?"
+    dialog.buttons["cancel"].invoke()  # "Cancel them"
+    pump(app, lambda: not app.connected and all(job.state.finished for job in running + queued),
+         timeout=5, what="every transfer of that server to end")
+    assert {job.state.value for job in running + queued} == {"cancelled"}
+    assert app.transfers.unfinished == 0 and not app.transfers.running
+    for batch_id in app.transfers.batches:
+        pump(app, lambda: app.transfer_list.row_state(batch_id) == "cancelled",
+             what="the row of batch %d" % batch_id)
+    # Nothing partial on either side: no part file here, no temporary in the library.
+    assert sorted(os.listdir(home)) == before_home
+    wait_for(lambda: sorted(os.listdir(library)) == ["movie.bin"],
+             what="nothing but the original in the library: %s" % os.listdir(library))
+    wait_for(lambda: not shelfd.sessions(), what="the server's sessions to end")
+    assert os.path.getsize(library / "movie.bin") == 4 << 30
