@@ -604,12 +604,13 @@ class PeerTable:
         if row is None:
             return True
         key = address_key(host)
-        self.memory[row * self.ROW:(row + 1) * self.ROW] = key
+        memory = self.memory
+        memory[row * self.ROW:(row + 1) * self.ROW] = key
         count = 0
-        data = self.memory[:]
-        for start in range(0, len(data), self.ROW):
-            if data[start:start + self.ROW] == key:
-                count += 1
+        found = memory.find(key)
+        while found >= 0:  # a search in C; only matches on a row boundary count
+            count += found % self.ROW == 0
+            found = memory.find(key, found + 1)
         if count > limit:
             self.clear(row)
             return False
