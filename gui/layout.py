@@ -80,7 +80,8 @@ def build_window(app) -> None:
     status.pack(side="bottom", fill="x", pady=(2, 0))
     app.status_label = ttk.Label(status, textvariable=app.status_var, anchor="w")
     app.status_label.pack(side="left", fill="x", expand=True)
-    Tooltip(app.status_label, lambda e: _clipped_text(app.status_label, app.status_var.get()))
+    app.tooltips = [Tooltip(app.status_label,
+                            lambda e: _clipped_text(app.status_label, app.status_var.get()))]
 
     app.vpaned = tk.PanedWindow(outer, orient="vertical", sashwidth=int(6 * scale),
                                 background=background, borderwidth=0, opaqueresize=True)
@@ -109,7 +110,8 @@ def build_window(app) -> None:
     ttk.Label(buttons, textvariable=app.queue_var).pack(side="right")
     app.transfer_list = TransferList(transfers_tab, scale)
     app.transfer_list.pack(side="top", fill="both", expand=True)
-    Tooltip(app.transfer_list.tree, lambda e: _row_tooltip(app.transfer_list.tree, e))
+    app.tooltips.append(Tooltip(app.transfer_list.tree,
+                                lambda e: _row_tooltip(app.transfer_list.tree, e)))
     bottom.add(transfers_tab, text="Transfers", underline=0)
 
     log_tab = ttk.Frame(bottom, padding=4)

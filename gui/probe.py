@@ -51,6 +51,26 @@ def _rows(tree, limit: int = 40) -> dict:
     return rows
 
 
+def _headings(tree) -> dict:
+    """Where to click each column's heading (a band along the list's top edge)."""
+    boxes, x = {}, tree.winfo_rootx()
+    for column in ("#0",) + tuple(tree.cget("columns")):
+        width = int(tree.column(column, "width"))
+        boxes[column] = [x, tree.winfo_rooty() + 2, width, 14]
+        x += width
+    return boxes
+
+
+def _cells(tree, column: str, limit: int = 40) -> dict:
+    cells = {}
+    for item in tree.get_children()[:limit]:
+        box = tree.bbox(item, column)
+        if box:
+            cells[item] = [tree.winfo_rootx() + box[0], tree.winfo_rooty() + box[1], box[2],
+                           box[3]]
+    return cells
+
+
 def snapshot(app) -> dict:
     controls = {str(w): _box(w) for w in app.controls()}
     focus = app.root.focus_get()
@@ -86,5 +106,13 @@ def snapshot(app) -> dict:
         "state": app.state_var.get(),
         "menu": bool(app.context_menu is not None and app.context_menu.winfo_ismapped()),
         "dialog": app.active_dialog.title() if app.active_dialog is not None else "",
+        "dialog_buttons": {str(answer): _box(button) for answer, button in
+                           getattr(app.active_dialog, "buttons", {}).items()},
+        "status_label": _box(app.status_label),
+        "transfer_state_cells": _cells(app.transfer_list.tree, "state"),
+        "headings": {"local": _headings(app.local.tree), "remote": _headings(app.remote.tree)},
+        "sort": {"local": [app.local.sort_column, app.local.sort_descending],
+                 "remote": [app.remote.sort_column, app.remote.sort_descending]},
+        "tooltip": next((text for text in (t.shown_text() for t in app.tooltips) if text), ""),
         "unfinished": app.transfers.unfinished,
     }

@@ -114,6 +114,7 @@ class Tooltip:
         self.widget = widget
         self.text_for = text_for
         self.window: tk.Toplevel | None = None
+        self.label: tk.Label | None = None
         self._after = None
         self._text = None
         widget.bind("<Motion>", self._motion, add="+")
@@ -135,9 +136,19 @@ class Tooltip:
         self.window = tk.Toplevel(self.widget)
         self.window.wm_overrideredirect(True)
         self.window.geometry("+%d+%d" % (x, y))
-        tk.Label(self.window, text=text, justify="left", wraplength=480, background="#ffffe0",
-                 foreground="#000000", relief="solid", borderwidth=1,
-                 padx=4, pady=2).pack()
+        self.label = tk.Label(self.window, text=text, justify="left", wraplength=480,
+                              background="#ffffe0", foreground="#000000", relief="solid",
+                              borderwidth=1, padx=4, pady=2)
+        self.label.pack()
+
+    def shown_text(self) -> str:
+        """The text on screen now ("" when no tooltip is mapped)."""
+        try:
+            if self.window is not None and self.window.winfo_ismapped():
+                return str(self.label.cget("text"))
+        except tk.TclError:
+            pass
+        return ""
 
     def hide(self) -> None:
         if self._after is not None:

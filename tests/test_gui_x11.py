@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -122,12 +123,15 @@ def desktop(tmp_path_factory):
 class ShelfWindow:
     """The real ``shelf`` program, started connected to a server."""
 
-    def __init__(self, desktop: Desktop, tmp, port: int, home: str, geometry="1120x760+20+20"):
+    def __init__(self, desktop: Desktop, tmp, port: int, home: str, geometry="1120x760+20+20",
+                 keep_settings: bool = False):
         self.desktop = desktop
         config = tmp / "config"
+        self.settings_path = config / "shelf" / "settings.json"
         (config / "shelf").mkdir(parents=True, exist_ok=True)
-        (config / "shelf" / "settings.json").write_text(json.dumps(
-            {"local_folder": home, "geometry": geometry}))
+        if not keep_settings:  # else: what an earlier run in this tmp_path saved
+            self.settings_path.write_text(json.dumps({"local_folder": home,
+                                                      "geometry": geometry}))
         env = python_env()
         env.update(DISPLAY=desktop.display, SHELF_PROBE="1", XDG_CONFIG_HOME=str(config),
                    XDG_STATE_HOME=str(tmp / "state"), HOME=home)
@@ -139,6 +143,12 @@ class ShelfWindow:
         self.until(lambda s: s["connected"] and s["window"]["mapped"], what="the window")
         self.window = desktop.xdo("search", "--sync", "--name", "^Shelf$").split()[-1]
         desktop.xdo("windowactivate", "--sync", self.window)
+
+    def saved_settings(self) -> dict:
+        try:
+            return json.loads(self.settings_path.read_text())
+        except (OSError, ValueError):
+            return {}
 
     def state(self) -> dict:
         return self.desktop.probe()[0]
@@ -429,3 +439,110 @@ def test_cancel_and_quit_against_a_stopped_server(desktop, launch, shelfd, libra
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+
+
+def test_long_errors_show_in_full_in_a_tooltip_on_hover(desktop, launch, daemon_factory,
+                                                        tmp_path, home):
+    server = daemon_factory(tmp_path / "library", "--max-upload", "10")
+    name = "quarterly report for the board with every appendix and the long title %d.pdf"
+    name = name % 2026
+    with open(os.path.join(home, name), "wb") as handle:
+        handle.write(os.urandom(5000))
+    app = launch(server.port, home, geometry="800x600+20+20")
+    state = app.until(lambda s: name in s["local_rows"], what="your files")
+    app.click(state["local_rows"][name], repeat=2)  # upload it: too large for this server
+    state = app.until(lambda s: s["batches"] and s["batches"][0]["finished"], what="failure")
+    status, row = state["status"], state["batches"][0]["state"]
+    assert name in status and "too large" in status, status
+    assert row.startswith("failed:") and "too large" in row, row
+    assert state["tooltip"] == ""
+
+    # The status bar cannot show it all at 800 px; a real pointer resting on it shows it all.
+    box = state["status_label"]
+    desktop.xdo("mousemove", "--sync", box["x"] + 40, box["y"] + box["h"] // 2)
+    state = app.until(lambda s: s["tooltip"], timeout=10, what="the status bar's tooltip")
+    assert state["tooltip"] == status
+
+    # The failed row, its State cell clipped (at 800 px it starts near the list's right
+    # edge, or past it): the pointer on that cell, or on the row where the list ends.
+    x, y, w, h = state["transfer_state_cells"]["1"]
+    tree = state["controls"][state["panes"]["transfers"]]
+    desktop.xdo("mousemove", "--sync", min(x + 20, tree["x"] + tree["w"] - 30), y + h // 2)
+    state = app.until(lambda s: s["tooltip"] and s["tooltip"] != status, timeout=10,
+                      what="the row's tooltip")
+    assert state["tooltip"] == row
+    # Leaving the list takes it away.
+    desktop.xdo("mousemove", "--sync", state["window"]["x"] + 5, state["window"]["y"] + 5)
+    app.until(lambda s: s["tooltip"] == "", timeout=10, what="the tooltip to go")
+
+
+def test_a_killed_app_offers_to_resume_from_its_part_file_and_keeps_its_settings(
+        desktop, launch, daemon_factory, tmp_path, home):
+    """Issue 12 item 10: a literal SIGKILL of the app mid-download, with more work queued."""
+    library = tmp_path / "library"
+    library.mkdir()
+    block = os.urandom(1 << 20)  # every MiB different: a resume from a wrong offset shows
+    content = b"".join(struct.pack(">Q", index) + block[8:] for index in range(192))
+    (library / "movie.mkv").write_bytes(content)
+    server = daemon_factory(library)
+    upload = os.urandom(300_000)
+    with open(os.path.join(home, "upload.bin"), "wb") as handle:
+        handle.write(upload)
+    app = launch(server.port, home)
+    state = app.until(lambda s: "movie.mkv" in s["remote_rows"] and
+                      "upload.bin" in s["local_rows"], what="both lists")
+
+    # Settings changed with the mouse, saved as they change: the library sorted by size
+    # (a click on its heading) and the window made smaller.
+    x, y, w, h = state["headings"]["remote"]["size"]
+    app.click([x, y, w, h])
+    desktop.xdo("windowsize", "--sync", app.window, 1000, 700)
+    wait_for(lambda: app.saved_settings().get("remote_sort") == ["size", False] and
+             app.saved_settings().get("geometry", "").startswith("1000x"),
+             what="the settings saved without closing: %s" % app.saved_settings())
+    state = app.until(lambda s: s["window"]["w"] == 1000, what="the new size")
+    sized = state["window"]
+
+    # A download, stopped midway (the whole server frozen), and an upload queued behind it.
+    part = os.path.join(home, ".movie.mkv.shelf-part")
+    app.click(state["remote_rows"]["movie.mkv"], repeat=2)
+    wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 0, interval=0.001,
+             what="the part file to grow")
+    frozen = [server.pid] + server.children()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert os.path.getsize(part) < len(content), "the download finished before the freeze"
+        app.click(state["local_rows"]["upload.bin"], repeat=2)
+        app.until(lambda s: len(s["batches"]) == 2, what="the upload queued")
+        app.proc.kill()  # SIGKILL: no clean-up of any kind
+        app.proc.wait(10)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    kept = os.path.getsize(part)
+    assert 0 < kept < len(content)
+
+    again = launch(server.port, home, keep_settings=True)
+    state = again.until(lambda s: s["dialog"] == "Resume transfers?", what="the offer to resume")
+    assert state["sort"]["remote"] == ["size", False]
+    assert (state["window"]["w"], state["window"]["h"]) == (sized["w"], sized["h"])
+    seen = []  # the window manager may still move the dialog: the same place twice in a row
+
+    def placed(s):
+        seen.append(s["dialog_buttons"].get("resume", {}))
+        return seen[-1].get("mapped") and len(seen) >= 2 and seen[-1] == seen[-2]
+
+    state = again.until(placed, what="the dialog in its place")
+    again.click(state["dialog_buttons"]["resume"])
+    state = again.until(lambda s: len(s["batches"]) == 2 and
+                        all(b["finished"] for b in s["batches"]), timeout=60,
+                        what="the resumed transfers")
+    assert [(b["done"], b["failed"]) for b in state["batches"]] == [(1, 0), (1, 0)], state
+    with open(os.path.join(home, "movie.mkv"), "rb") as handle:
+        assert handle.read() == content
+    assert (library / "upload.bin").read_bytes() == upload
+    assert not os.path.exists(part)
+    # The download went on from the part file: the server sent only the rest.
+    wait_for(lambda: "movie.mkv %d bytes from %d" % (len(content) - kept, kept) in server.log(),
+             what="a GET from offset %d in the server's log" % kept)
