@@ -327,3 +327,48 @@ def test_disconnect_cancel_them_ends_queued_and_running_and_leaves_nothing(
              what="nothing but the original in the library: %s" % os.listdir(library))
     wait_for(lambda: not shelfd.sessions(), what="the server's sessions to end")
     assert os.path.getsize(library / "movie.bin") == 4 << 30
+
+
+def test_a_slow_upload_is_not_shown_as_stalled(connected, home, shelfd, library):
+    """Progress every MiB: an upload well below 20 MB/s says running, never "stalled"."""
+    from gui.engine import STALL_SECONDS
+    app = connected
+    with open(os.path.join(home, "slow.bin"), "wb") as handle:
+        handle.truncate(512 << 20)
+    app.upload_paths([os.path.join(home, "slow.bin")])
+    job = app.transfers.transfers[1]
+    pump(app, lambda: job.done > 0, what="the upload to start")
+    paced = shelfd.sessions()  # the window's control session and the upload's
+    rows, started, first = set(), time.monotonic(), job.done
+
+    def run_for(seconds):  # the event loop runs while the server is paced
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            app.root.update()
+            rows.add(app.transfer_list.row_state(1).split(":")[0])
+            rows.add("stalled" if "stalled" in app.queue_var.get() else "")
+            time.sleep(0.005)
+
+    try:
+        # The server reads for 10 ms every 1.8 s. Each time it drains the socket buffers
+        # (some MB, counted as sent), so a little over 10 MB/s, in bursts: a 64 MiB
+        # progress step (as before) would take over STALL_SECONDS, 1 MiB steps do not.
+        while time.monotonic() - started < STALL_SECONDS + 3:
+            for pid in paced:
+                os.kill(pid, signal.SIGSTOP)
+            run_for(1.8)
+            for pid in paced:
+                os.kill(pid, signal.SIGCONT)
+            run_for(0.01)
+    finally:
+        for pid in paced:
+            os.kill(pid, signal.SIGCONT)
+    rate = (job.done - first) / (time.monotonic() - started)
+    assert job.state.value == "running" and job.done > first
+    assert rate < 20e6, "not slow enough to test anything: %.1f MB/s" % (rate / 1e6)
+    assert "stalled" not in rows, rows
+    assert "running" in rows
+    app.transfer_list.tree.selection_set("1")
+    app.cancel_selected()
+    pump(app, lambda: job.state.finished, timeout=5, what="the cancel")
+    wait_for(lambda: os.listdir(library) == [], what="nothing in the library")
