@@ -67,43 +67,33 @@ def run(args, argv: list[str]) -> int:
         log.warning("--no-fsync: stored files are not flushed to disk (benchmarks only)")
     pidfile = PidFile(settings.pidfile) if settings.pidfile else None
     status_fd = None
-    try:
-        if args.detached_fds:  # we are the re-executed half of a frozen --daemon
-            fds = [int(fd) for fd in args.detached_fds.split(",")]
-            listener = socket.socket(fileno=fds[0])
-            listener.set_inheritable(False)
-            status_fd = fds[1]
-            if pidfile and len(fds) > 2:
-                pidfile.fd = fds[2]  # the lock our launcher took
-                os.set_inheritable(pidfile.fd, False)
-            os.chdir("/")
-            os.umask(0o022)
-        else:
-            if pidfile:
-                pidfile.acquire()
-            listener = listen(settings)
-            if settings.daemon:
-                if getattr(sys, "frozen", False):
-                    service.detach_reexec(argv, listener, pidfile.fd if pidfile else None)
-                status_fd = service.detach_classic()
-    except BaseException:
-        if pidfile and status_fd is None:
-            pidfile.release()
-        raise
+    if args.detached_fds:  # we are the re-executed half of a frozen --daemon
+        listen_fd, status_fd = (int(fd) for fd in args.detached_fds.split(","))
+        listener = socket.socket(fileno=listen_fd)
+        listener.set_inheritable(False)
+        os.chdir("/")
+        os.umask(0o022)
+    else:
+        if pidfile:
+            pidfile.check()  # the usual "already running", before taking the port
+        listener = listen(settings)
+        if settings.daemon:
+            if getattr(sys, "frozen", False):
+                service.detach_reexec(argv, listener)
+            status_fd = service.detach_classic()
     if settings.daemon or args.detached_fds:
         service.configure_logging(settings, to_stderr=False)
 
     for name in library.remove_leftovers():
         log.warning("removed %s, an unfinished upload from an earlier run", name)
     server = Server(library, settings, listener)
-    if pidfile:
-        server.master_fds.append(pidfile.fd)
     state = {"settings": settings}
 
     def on_ready():
         try:
-            if pidfile:
+            if pidfile:  # the lock decides who runs, once each one listens
                 pidfile.write()
+                server.master_fds.append(pidfile.fd)
         except ShelfError as exc:
             service.report_to_launcher(status_fd, str(exc))
             raise

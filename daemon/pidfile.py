@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import stat
+import time
 
 from common.protocol import ShelfError
 
@@ -31,13 +32,16 @@ class AlreadyRunning(PidFileError):
 
 
 class PidFile:
-    """Lock first, then write: exactly one of many shelfd started at once wins.
+    """The lock is the truth: exactly one of many shelfd started at once runs.
 
-    ``acquire`` (before listening, before detaching) opens or creates the
-    file and takes its lock, or raises AlreadyRunning; ``write`` puts our PID
-    in it once we listen; ``remove`` unlinks it at exit while still holding
-    the lock. The lock lives on the one descriptor, which children never
-    keep (see ``Server.master_fds``), so it dies with the master.
+    ``check`` (before listening and detaching, for a clear early message)
+    only looks: a file locked by a live shelfd raises AlreadyRunning.
+    ``write`` (once the socket listens) opens or creates the file, takes its
+    lock (or raises AlreadyRunning: another daemon got there first), checks
+    the name still leads to the locked file, and writes our PID. ``remove``
+    unlinks it at exit while still holding the lock, so the name never leads
+    to a file nobody can lock. The lock lives on one descriptor that children
+    never keep (see ``Server.master_fds``), so it dies with the master.
     """
 
     def __init__(self, path: str):
@@ -47,27 +51,54 @@ class PidFile:
         self.stale: int | None = None  # the PID a dead predecessor left in the file
 
     def check(self) -> int | None:
-        """Refuse if a live shelfd holds the file; the stale PID if there is one."""
-        self.acquire()
-        stale = self.stale
-        self.release()
-        return stale
+        """Refuse if a live shelfd holds the file; the stale PID if there is one.
+
+        Creates nothing. Also refuses a folder or FIFO where the file should be,
+        and a missing folder, before the daemon detaches from the terminal.
+        """
+        folder = os.path.dirname(self.path)
+        if not os.path.isdir(folder):
+            raise PidFileError("cannot write PID file %s: no such folder" % self.path)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PidFileError("cannot read PID file %s: %s"
+                               % (self.path, (exc.strerror or str(exc)).lower())) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PidFileError("cannot write PID file %s: not a regular file" % self.path)
+            pid = _parse_pid(os.pread(fd, 64, 0))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise AlreadyRunning(pid) from None
+                raise
+            return pid
+        finally:
+            os.close(fd)
 
     def acquire(self) -> None:
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
             raise PidFileError("cannot write PID file %s: no such folder" % self.path)
-        for _ in range(10):
+        for attempt in range(20):
             fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 pid = _parse_pid(os.pread(fd, 64, 0))
                 os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise PidFileError("cannot lock PID file %s: %s"
+                                       % (self.path, exc.strerror)) from None
+                if attempt >= 4:
                     raise AlreadyRunning(pid) from None
-                raise PidFileError("cannot lock PID file %s: %s"
-                                   % (self.path, exc.strerror)) from None
+                # Another start may hold it for a moment only (its check): look again.
+                time.sleep(0.05)
+                continue
             if self._still_named(fd):
                 self.fd = fd
                 self.stale = _parse_pid(os.pread(fd, 64, 0))
@@ -111,19 +142,6 @@ class PidFile:
         except OSError as exc:
             raise PidFileError("cannot write PID file %s: %s" % (self.path, exc.strerror)) from None
         self.pid = pid
-
-    create = write  # the name 1.0 used
-
-    def release(self) -> None:
-        """Give the lock back without removing anything (a start that did not happen)."""
-        if self.fd is not None:
-            if self.pid is None and self._still_named(self.fd) and not os.fstat(self.fd).st_size:
-                try:
-                    os.unlink(self.path)  # the empty file we created
-                except OSError:
-                    pass
-            os.close(self.fd)
-            self.fd = None
 
     def remove(self) -> None:
         """Unlink the file while still holding its lock, then let go."""

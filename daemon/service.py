@@ -410,19 +410,18 @@ def _finish_detach() -> None:
         os.close(null)
 
 
-def detach_reexec(argv: list[str], listener: socket.socket, lock_fd: int | None) -> None:
+def detach_reexec(argv: list[str], listener: socket.socket) -> None:
     """Detach a frozen (PyInstaller one-file) shelfd by starting itself anew.
 
     A double fork would break it: the bootloader deletes the unpacked files
     when the middle process exits. The new process gets the already bound
-    listener, the status pipe and the PID file's lock as inherited
-    descriptors; it starts in our folder (relative paths keep their meaning)
-    and moves to / itself.
+    listener and the status pipe as inherited descriptors; it starts in our
+    folder (relative paths keep their meaning) and moves to / itself.
     """
     import subprocess  # only this rare path needs it; the master stays small
 
     read_end, write_end = os.pipe()
-    passed = [listener.fileno(), write_end] + ([lock_fd] if lock_fd is not None else [])
+    passed = [listener.fileno(), write_end]
     args = [a for a in argv if a != "--daemon"] + ["--detached-fds",
                                                      ",".join(map(str, passed))]
     env = dict(os.environ, PYINSTALLER_RESET_ENVIRONMENT="1")
