@@ -33,8 +33,10 @@ class ResumeActions:
             self.active_dialog = None
             if choice == "resume":
                 self.resume_records(left)
-            else:
+            elif choice == "discard":
                 self.discard_records(left)
+            # Escape or the close box: not now. The records and part files stay, and the
+            # next start asks again (nothing is thrown away unasked).
 
         self.active_dialog = ChoiceDialog(
             self.root, "Resume transfers?", "%s (%s) to or from %s were not finished when "

@@ -372,3 +372,26 @@ def test_a_slow_upload_is_not_shown_as_stalled(connected, home, shelfd, library)
     app.cancel_selected()
     pump(app, lambda: job.state.finished, timeout=5, what="the cancel")
     wait_for(lambda: os.listdir(library) == [], what="nothing in the library")
+
+
+def test_closing_the_resume_question_keeps_the_work_for_next_time(make_app, home, tmp_path):
+    from gui.engine import Batch, FileJob
+    from gui.journal import Journal
+    queue_folder = str(tmp_path / "queue")
+    part = os.path.join(home, ".movie.mkv.shelf-part")
+    with open(part, "wb") as handle:
+        handle.write(b"m" * 1000)
+    batch = Batch(1, "download", ("127.0.0.1", 9), folder=home)  # what a killed run left
+    batch.jobs.append(FileJob(1, batch, "movie.mkv", os.path.join(home, "movie.mkv"), 5000, 1.0))
+    Journal(queue_folder).add(batch)
+    app = make_app(queue_folder=queue_folder)
+    dialog = pump(app, lambda: app.active_dialog, what="the offer to resume")
+    assert dialog.title() == "Resume transfers?"
+    dialog.event_generate("<Escape>")  # not now
+    pump(app, lambda: app.active_dialog is None, what="the question to close")
+    assert os.path.getsize(part) == 1000 and len(Journal(queue_folder).unfinished()) == 1
+    close(app)
+    again = make_app(queue_folder=queue_folder)
+    dialog = pump(again, lambda: again.active_dialog, what="the offer, once more")
+    dialog.buttons["discard"].invoke()
+    assert not os.path.exists(part) and Journal(queue_folder).unfinished() == []
