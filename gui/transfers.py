@@ -314,6 +314,7 @@ BAR_COLOURS = {"running": "#2f7de1", "done": "#3aa55d", "failed": "#d64545",
                "cancelled": "#9a9a9a", "queued": "#9a9a9a", "stalled": "#e0a526",
                "paused": "#e0a526"}
 DETAIL_SLICE = 400   # file rows added per tick when a batch is opened
+FIELD_INSET = 12     # pixels of a list's width that are border and padding (both sides)
 
 
 def batch_figures(batch: Batch, live: tuple | None, lane_paused: str | None) -> dict:
@@ -362,10 +363,39 @@ def batch_figures(batch: Batch, live: tuple | None, lane_paused: str | None) -> 
                                                   human_size(batch.total_bytes))}
 
 
+def fit_columns(natural: dict, least: dict, stretch, width: int) -> dict:
+    """Column widths that add up to ``width``: room to spare goes to the ``stretch``
+    columns; a shortfall is taken from them first, then from the others, never below
+    ``least``."""
+    widths = dict(natural)
+    extra = width - sum(widths.values())
+    if extra >= 0:
+        total = sum(natural[c] for c in stretch) or 1
+        for column in stretch:
+            widths[column] += extra * natural[column] // total
+        return widths
+    for group in (list(stretch), [c for c in natural if c not in stretch]):
+        room = sum(widths[c] - least[c] for c in group)
+        if room <= 0:
+            continue
+        cut = min(-extra, room)
+        for column in group:
+            widths[column] -= (widths[column] - least[column]) * cut // room
+        for column in group:  # what rounding left over
+            over = sum(widths.values()) - width
+            if over > 0:
+                widths[column] -= min(over, widths[column] - least[column])
+        extra = width - sum(widths.values())
+        if extra >= 0:
+            break
+    return widths
+
+
 class TransferList(ttk.Frame):
     """One row per batch, with a drawn progress bar; file rows on demand. UI thread only."""
 
     COLUMNS = ("server", "progress", "bytes", "speed", "eta", "state")
+    STRETCH = ("#0", "state")
 
     def __init__(self, master, scale: float = 1.0):
         super().__init__(master)
@@ -377,10 +407,14 @@ class TransferList(ttk.Frame):
                     "progress": ("%  files", 90, 60), "bytes": ("Done / total", 150, 90),
                     "speed": ("Speed", 100, 80), "eta": ("Left", 55, 40),
                     "state": ("State", 200, 90)}
+        self._natural = {column: int(width * scale)
+                         for column, (_, width, _) in headings.items()}
+        self._least = {column: int(least * scale) for column, (_, _, least) in headings.items()}
+        self._fitted_width = 0
         for column, (text, width, least) in headings.items():
             self.tree.heading(column, text=text, anchor="w")
-            self.tree.column(column, width=int(width * scale), minwidth=int(least * scale),
-                             anchor="w", stretch=column in ("#0", "state"))
+            self.tree.column(column, width=self._natural[column], minwidth=self._least[column],
+                             anchor="w", stretch=column in self.STRETCH)
         for kind, colour in (("failed", "#c62828"), ("cancelled", "#777777"),
                              ("queued", "#666666"), ("stalled", "#a15c00"),
                              ("paused", "#a15c00")):
@@ -395,8 +429,21 @@ class TransferList(ttk.Frame):
         self._drawn: dict[int, tuple] = {}
         self.batches: dict[str, Batch] = {}
         self.open_batches: dict[int, int] = {}   # batch id -> file rows shown so far
+        self.tree.bind("<Configure>", self._fit_columns, add="+")
         self.tree.bind("<<TreeviewOpen>>", self._opened)
         self.tree.bind("<<TreeviewClose>>", self._closed)
+
+    def _fit_columns(self, event=None) -> None:
+        """Columns that fit the list's width (ttk leaves them as wide as they were
+        made, so at 800 px the State column would start past the right edge)."""
+        width = self.tree.winfo_width()
+        if width <= 1 or width == self._fitted_width:
+            return
+        self._fitted_width = width
+        inside = width - FIELD_INSET  # the themed field's border and padding
+        for column, size in fit_columns(self._natural, self._least, self.STRETCH,
+                                        inside).items():
+            self.tree.column(column, width=size)
 
     # -- batch rows --
 

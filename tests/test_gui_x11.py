@@ -463,11 +463,11 @@ def test_long_errors_show_in_full_in_a_tooltip_on_hover(desktop, launch, daemon_
     state = app.until(lambda s: s["tooltip"], timeout=10, what="the status bar's tooltip")
     assert state["tooltip"] == status
 
-    # The failed row, its State cell clipped (at 800 px it starts near the list's right
-    # edge, or past it): the pointer on that cell, or on the row where the list ends.
+    # The failed row's State cell: inside the list at 800 px, too narrow for the text.
     x, y, w, h = state["transfer_state_cells"]["1"]
     tree = state["controls"][state["panes"]["transfers"]]
-    desktop.xdo("mousemove", "--sync", min(x + 20, tree["x"] + tree["w"] - 30), y + h // 2)
+    assert tree["x"] <= x and x + w <= tree["x"] + tree["w"], ((x, w), tree)
+    desktop.xdo("mousemove", "--sync", x + w // 2, y + h // 2)
     state = app.until(lambda s: s["tooltip"] and s["tooltip"] != status, timeout=10,
                       what="the row's tooltip")
     assert state["tooltip"] == row
