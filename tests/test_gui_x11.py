@@ -36,6 +36,14 @@ if missing:
                 allow_module_level=True)
 
 
+def restore_display() -> None:
+    """Put the process's own DISPLAY back into the C environment (Tcl's env changes it)."""
+    if "DISPLAY" in os.environ:
+        os.environ["DISPLAY"] = os.environ["DISPLAY"]  # assigning calls putenv()
+    else:
+        os.unsetenv("DISPLAY")
+
+
 class Desktop:
     """An Xvfb display with openbox, and a hidden Tk window of ours to send probes from."""
 
@@ -74,6 +82,7 @@ class Desktop:
                 proc.wait()
             raise
         self.root = tk.Tk(screenName=self.display)
+        restore_display()  # Tk set the C-level DISPLAY to ours; children of other tests inherit it
         self.root.withdraw()
         # Let Tcl open what it keeps for the life of the process (the notifier's pipe)
         # before any test's leak guard takes its baseline.
@@ -103,6 +112,7 @@ class Desktop:
 
     def close(self) -> None:
         self.root.destroy()
+        restore_display()
         for proc in (self.wm, self.xvfb):
             proc.terminate()
             try:

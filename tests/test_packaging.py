@@ -109,19 +109,21 @@ def test_packaged_shelfd_daemon_mode(dist, tmp_path):
 def test_packaged_gui_opens_a_window_and_exits_when_closed(dist, tmp_path):
     if not os.environ.get("DISPLAY") or not shutil.which("xdotool"):
         pytest.skip("needs an X display and xdotool")
+    # An explicit environment for every child: a Tk opened on another display in
+    # this process (tests/test_gui_x11.py) leaves the C-level DISPLAY changed.
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"),
                XDG_STATE_HOME=str(tmp_path / "state"))
     proc = subprocess.Popen([str(dist / "shelf")], env=env, stdin=subprocess.DEVNULL)
     try:
         def window():
             found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^Shelf$"],
-                                   capture_output=True, text=True, timeout=10)
+                                   capture_output=True, text=True, timeout=10, env=env)
             return found.stdout.split()
         windows = wait_for(window, timeout=30, interval=0.1, what="the Shelf window")
         started = time.monotonic()
         # Ctrl+Q, as a person would quit (there is no window manager to ask).
         subprocess.run(["xdotool", "windowfocus", "--sync", windows[0], "key", "--window",
-                        windows[0], "ctrl+q"], timeout=10)
+                        windows[0], "ctrl+q"], timeout=10, env=env)
         code = proc.wait(30)
     finally:
         if proc.poll() is None:
