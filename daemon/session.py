@@ -12,7 +12,6 @@ writable) before they reach a ``cmd_<verb>`` method, which holds only the logic.
 from __future__ import annotations
 
 import _signal
-import logging
 import os
 import select
 import signal

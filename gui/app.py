@@ -40,7 +40,7 @@ from gui.layout import build_window
 from gui.panes import KIND_WORDS
 from gui.remote import Connected, Disconnected, Listed, RemoteFailed, RemoteWorker
 from gui.resume import ResumeActions
-from gui.transfers import DOWNLOAD, UPLOAD, State, TransferEngine, batch_figures
+from gui.transfers import DOWNLOAD, UPLOAD, TransferEngine, batch_figures
 from gui.wording import plain_error, plural, sentence
 
 log = logging.getLogger("shelf.gui")
