@@ -81,6 +81,7 @@ dist: $(STAMP)
 	   packaging/systemd/shelfd.ini build/shelfd-service/
 	cp packaging/logrotate/shelfd build/shelfd-service/shelfd.logrotate
 	tar -C build --owner=0 --group=0 -czf dist/shelfd-service.tar.gz shelfd-service
+	cd dist && sha256sum shelfd-service.tar.gz >> SHA256SUMS
 
 screenshot: system-deps $(STAMP)
 	$(BIN)/python -m pip install -q pillow
