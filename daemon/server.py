@@ -128,10 +128,10 @@ class Server:
         gc.freeze()
         try:
             while not self.stopping:
+                self._resume_accepting()
                 if self.prefork:
                     self._trim_idle()
                     self._top_up()
-                self._resume_accepting()
                 for key, _ in selector.select(timeout=self._select_timeout()):
                     if key.data == "accept":
                         self._accept_all()
@@ -207,6 +207,7 @@ class Server:
             self._listening = False
 
     def _resume_accepting(self) -> None:
+        """After a pause: poll the listener again (with --prefork, _top_up decides)."""
         if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             if not self._listening and not self.prefork:
@@ -290,7 +291,8 @@ class Server:
                and not self.stopping):
             if not self._fork_worker():
                 break
-        must_refuse = not self.idle and len(self.children) >= self.settings.max_clients
+        must_refuse = (not self.idle and len(self.children) >= self.settings.max_clients
+                       and not self._accept_paused_until)  # out of descriptors: wait
         if must_refuse != self._listening:
             if must_refuse:
                 self.selector.register(self.listener, selectors.EVENT_READ, "accept")
