@@ -57,6 +57,7 @@ class Server:
         self.idle: set[int] = set()
         self.stale: set[int] = set()  # started before a reload: replace when idle
         self.idle_since: dict[int, float] = {}
+        self.leaving: set[int] = set()  # ready processes told to retire: they serve nobody
         self._status = b""
         self._listening = True
         self.master_fds: list[int] = []  # set by the service (the PID file): never a child's
@@ -172,8 +173,8 @@ class Server:
                 raise
             peer = format_peer(address)
             # With --prefork the master accepts only when every process is busy.
-            if len(self.children) >= self.settings.max_clients or self.prefork:
-                self._refuse(conn, peer, "%d sessions already (max_clients)" % len(self.children))
+            if self.live() >= self.settings.max_clients or self.prefork:
+                self._refuse(conn, peer, "%d sessions already (max_clients)" % self.live())
             elif self._sessions_from(address[0]) >= self.settings.max_per_ip:
                 self._refuse(conn, peer, "%d sessions from %s already (max_per_ip)"
                              % (self.settings.max_per_ip, address[0]))
@@ -287,11 +288,11 @@ class Server:
 
     def _top_up(self) -> None:
         """Keep ``prefork`` idle processes ready; accept (to refuse) only when all are busy."""
-        while (len(self.idle) < self.prefork and len(self.children) < self.settings.max_clients
+        while (len(self.idle) < self.prefork and self.live() < self.settings.max_clients
                and not self.stopping):
             if not self._fork_worker():
                 break
-        must_refuse = (not self.idle and len(self.children) >= self.settings.max_clients
+        must_refuse = (not self.idle and self.live() >= self.settings.max_clients
                        and not self._accept_paused_until)  # out of descriptors: wait
         if must_refuse != self._listening:
             if must_refuse:
@@ -330,8 +331,9 @@ class Server:
         for kind, pid, peer in parse_status(complete):
             if pid not in self.children:
                 continue
-            if kind == "B":
+            if kind == "B":  # (also a retiring process that had just accepted)
                 self.idle.discard(pid)
+                self.leaving.discard(pid)
                 self.children[pid] = peer
                 self.served += 1
                 session_log.info("%s session started (pid %d, %d live)", peer, pid,
@@ -341,8 +343,7 @@ class Server:
                 self.idle.add(pid)
                 self.idle_since[pid] = time.monotonic()
                 if pid in self.stale:  # started before a reload: its settings are old
-                    self.idle.discard(pid)
-                    self._signal(pid, signal.SIGUSR1)
+                    self._retire(pid)
 
     IDLE_RETIRE = 15.0  # seconds a surplus ready process waits before it is retired
 
@@ -359,15 +360,28 @@ class Server:
         for pid in sorted(self.idle, key=lambda p: self.idle_since.get(p, 0.0))[:surplus]:
             if self.idle_since.get(pid, 0.0) > cutoff:
                 break
-            self.idle.discard(pid)
-            self._signal(pid, signal.SIGUSR1)
+            self._retire(pid)
 
     def retire_workers(self) -> None:
         """After a reload: idle processes go now, busy ones when their session ends."""
         self.stale = set(self.children)
         for pid in list(self.idle):
-            self._signal(pid, signal.SIGUSR1)
-            self.idle.discard(pid)
+            self._retire(pid)
+
+    def _retire(self, pid: int) -> None:
+        """Tell a ready process to take no new session and leave (SIGUSR1).
+
+        Until it is reaped it no longer counts against --max-clients: it
+        serves nobody, and a client arriving meanwhile (just after a reload
+        that lowered the limit, say) must not be told BUSY because of it.
+        """
+        self.idle.discard(pid)
+        self.leaving.add(pid)
+        self._signal(pid, signal.SIGUSR1)
+
+    def live(self) -> int:
+        """Processes that count against --max-clients (those leaving do not)."""
+        return len(self.children) - len(self.leaving)
 
     @staticmethod
     def _signal(pid: int, signum: int) -> None:
@@ -382,6 +396,7 @@ class Server:
         """Drop a reaped child from every table; its peer."""
         self.idle.discard(pid)
         self.stale.discard(pid)
+        self.leaving.discard(pid)
         self.idle_since.pop(pid, None)
         self.hosts.pop(pid, None)
         slot = self.slots.pop(pid, None)

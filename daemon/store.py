@@ -716,7 +716,13 @@ class Store:
                 raise FileExistsError(errno.EEXIST, "exists")
             raise Unsupported("this file system cannot rename a folder without "
                               "a risk of replacing another")
-        os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+        try:
+            os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+        except PermissionError:  # EPERM: the source became a folder since the stat
+            if _kind_at(src_fd, src) == "folder":
+                raise Unsupported("this file system cannot rename a folder without "
+                                  "a risk of replacing another") from None
+            raise
         try:
             os.unlink(src, dir_fd=src_fd)
         except FileNotFoundError:  # moved or deleted meanwhile: that request won
