@@ -30,7 +30,7 @@ import socket
 from common.protocol import ShelfError
 from daemon.library import Library
 from daemon.session import (READY_NAME, SESSION_NAME, Session, install_child_signals,
-                            send_busy, set_process_name)
+                            over_max_per_ip, refuse, set_process_name)
 
 log = logging.getLogger("shelfd")
 
@@ -80,9 +80,7 @@ def worker_main(listener: socket.socket, status_fd: int, library: Library, setti
             continue
         peer = format_peer(address)
         if not peers.claim(slot, address[0], settings.max_per_ip):
-            log.warning("%s refused: %d sessions from %s already (max_per_ip)",
-                        peer, settings.max_per_ip, address[0])
-            send_busy(conn)
+            refuse(conn, peer, over_max_per_ip(settings.max_per_ip, address[0]))
             continue
         set_process_name(SESSION_NAME)
         os.write(status_fd, ("B %d %s\n" % (pid, peer)).encode("utf-8"))

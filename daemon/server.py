@@ -27,8 +27,9 @@ import time
 from common.protocol import ShelfError
 from daemon.library import Library
 from daemon.sessionlog import session_log
-from daemon.session import (FORK_BLOCKED_NUMBERS, MASTER_NAME, send_busy,  # once here,
-                            serve_in_child, set_process_name)  # not in every child
+# Imported here once, not in every child:
+from daemon.session import (FORK_BLOCKED_NUMBERS, MASTER_NAME, over_max_per_ip, refuse,
+                            serve_in_child, set_process_name)
 
 log = logging.getLogger("shelfd")
 
@@ -176,8 +177,7 @@ class Server:
             if self.live() >= self.settings.max_clients or self.prefork:
                 self._refuse(conn, peer, "%d sessions already (max_clients)" % self.live())
             elif self._sessions_from(address[0]) >= self.settings.max_per_ip:
-                self._refuse(conn, peer, "%d sessions from %s already (max_per_ip)"
-                             % (self.settings.max_per_ip, address[0]))
+                self._refuse(conn, peer, over_max_per_ip(self.settings.max_per_ip, address[0]))
             else:
                 self._fork_session(conn, peer, address[0])
 
@@ -222,8 +222,7 @@ class Server:
 
     def _refuse(self, conn: socket.socket, peer: str, why: str) -> None:
         self.refused += 1
-        log.warning("%s refused: %s", peer, why)
-        send_busy(conn)
+        refuse(conn, peer, why)
 
     def _fork_child(self, what: str, body) -> int | None:
         """Fork a child that runs ``body()``; its pid, or None if fork failed.

@@ -333,8 +333,9 @@ def set_process_name(name: str) -> None:
         os.close(fd)
 
 
-def send_busy(conn: socket.socket) -> None:
-    """Tell a client there is no room (BUSY, instead of the greeting) and close."""
+def refuse(conn: socket.socket, peer: str, why: str) -> None:
+    """Tell a client there is no room (BUSY, instead of the greeting), log why, and close."""
+    log.warning("%s refused: %s", peer, why)
     try:
         conn.setblocking(False)
         conn.send((protocol.BUSY + "\n").encode("ascii"))
@@ -342,6 +343,11 @@ def send_busy(conn: socket.socket) -> None:
         pass
     finally:
         conn.close()
+
+
+def over_max_per_ip(limit: int, host: str) -> str:
+    """The reason a client is refused by --max-per-ip (master and ready processes alike)."""
+    return "%d sessions from %s already (max_per_ip)" % (limit, host)
 
 
 def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeout: float) -> None:
