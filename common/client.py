@@ -1,16 +1,19 @@
 """The client library every Shelf front end uses (terminal, desktop, benchmarks).
 
-One ``Client`` is one session, owned by one thread at a time (the desktop
-client gives each transfer its own). Every wait has a timeout; every failure
-is a typed exception whose str() can be shown to a user as it is. A request
-that stops before its whole reply was read (a timeout, Ctrl+C, a cancel, a
-local write error) closes the session: bytes are still in flight, so the
-next request could only read them as its reply. ``closed`` then says so and
-the owner opens a new ``Client``.
+Speaks protocol version 2. One ``Client`` is one session, owned by one thread
+at a time (the desktop client gives each transfer its own). Every wait has a
+timeout; every failure is a typed exception whose str() can be shown to a user
+as it is. A request that stops before its whole reply was read (a timeout,
+Ctrl+C, a cancel, a local write error) closes the session: bytes are still in
+flight, so the next request could only read them as its reply. ``closed`` then
+says so and the owner opens a new ``Client``.
+
+Paths are plain text with ``/`` between folders (``"photos/hi.txt"``; ``""``
+is the root) or tuples of segments; this module encodes them for the wire.
 
     with Client("127.0.0.1", 8021) as shelf:
-        for entry in shelf.list():
-            print(entry.name, entry.size)
+        for entry in shelf.list("photos"):
+            print(entry.name, entry.size, entry.version)
         with open("notes.txt", "rb") as f:
             shelf.put("notes.txt", f, os.fstat(f.fileno()).st_size)
 """
@@ -22,16 +25,19 @@ import socket
 import stat as stat_module
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, NamedTuple, Sequence
 
 from common import protocol
-from common.protocol import (BUSY, EMPTY, EXISTS, FAIL, GREETING, OK, Cancelled, Channel,
+from common.protocol import (BUSY, EMPTY, EXISTS, FAIL, OK, Cancelled, Channel,
                              ConnectionClosed, ConnectionLost, ProtocolError, ShelfError,
-                             ShortFile, decode_name, encode_name, parse_decimal, split_reply,
-                             validate_name)
+                             ShortFile, decode_name, decode_path, encode_path,
+                             join_path, parse_decimal, parse_greeting, parse_token,
+                             split_failure, split_path, split_reply)
 
-__all__ = ["Client", "Entry", "ShelfError", "Exists", "NotFound", "ServerBusy", "RemoteError",
-           "ProtocolError", "ConnectionLost", "CannotConnect", "Cancelled", "ShortFile"]
+__all__ = ["Client", "Entry", "TrashEntry", "Received", "Stored", "ShelfError", "Exists",
+           "NotFound", "Denied", "Changed", "NotEmpty", "TooLarge", "Full", "ServerBusy",
+           "RemoteError", "ProtocolError", "ConnectionLost", "CannotConnect", "Cancelled",
+           "ShortFile"]
 
 DEFAULT_TIMEOUT = 30.0
 # The server reads the whole file before HASH answers: that wait is work, not a
@@ -44,19 +50,61 @@ Cancel = Callable[[], bool]
 
 
 class Exists(ShelfError):
-    """The library already has a file of that name."""
+    """The library already has a file or folder at that path (EXISTS)."""
 
 
-class NotFound(ShelfError):
-    """No such file in the library."""
+class RemoteError(ShelfError):
+    """The server answered ``FAIL <code> <reason>``; str() is the reason, ``code`` the code."""
+
+    code = protocol.IO
+
+    def __init__(self, reason: str, code: str | None = None):
+        super().__init__(reason)
+        if code is not None:
+            self.code = code
+
+
+class NotFound(RemoteError):
+    """No such file or folder (or not the kind the request needs)."""
+
+    code = protocol.NOTFOUND
+
+
+class Denied(RemoteError):
+    """The session lacks the permission (or is not logged in)."""
+
+    code = protocol.DENIED
+
+
+class Changed(RemoteError):
+    """The file is no longer the version the client named."""
+
+    code = protocol.CHANGED
+
+
+class NotEmpty(RemoteError):
+    """RMDIR of a folder that holds something."""
+
+    code = protocol.NOTEMPTY
+
+
+class TooLarge(RemoteError):
+    """Over the server's size limit for an upload."""
+
+    code = protocol.TOOLARGE
+
+
+class Full(RemoteError):
+    """Not enough free space in the library."""
+
+    code = protocol.FULL
+
+
+_BY_CODE = {cls.code: cls for cls in (NotFound, Denied, Changed, NotEmpty, TooLarge, Full)}
 
 
 class ServerBusy(ShelfError):
     """The server serves its maximum number of sessions (it said BUSY)."""
-
-
-class RemoteError(ShelfError):
-    """The server answered FAIL; str() is its reason."""
 
 
 class CannotConnect(ShelfError):
@@ -68,6 +116,30 @@ class Entry:
     name: str
     size: int
     mtime: int
+    kind: str = "file"            # "file" or "folder"
+    version: str | None = None    # None for a folder
+
+    @property
+    def is_folder(self) -> bool:
+        return self.kind == "folder"
+
+
+@dataclass(frozen=True)
+class TrashEntry:
+    id: str
+    path: str          # where the file was, relative to the session's root
+    size: int
+    deleted: int       # seconds since the epoch
+
+
+class Received(NamedTuple):
+    length: int        # bytes received (from the offset to the end)
+    version: str
+
+
+class Stored(NamedTuple):
+    size: int
+    version: str
 
 
 class Client:
@@ -96,10 +168,16 @@ class Client:
             self.close()
             raise ServerBusy("server %s:%d is busy: too many sessions, try again later"
                              % (host, port))
-        if greeting != GREETING:
-            self.close()
+        features = parse_greeting(greeting)
+        if features is None:
+            self.abort()
+            if greeting.startswith("READY shelf/"):
+                raise ProtocolError("%s:%d speaks another version of the Shelf protocol "
+                                    "(it said %r; this client speaks shelf/%d)"
+                                    % (host, port, greeting[:40], protocol.VERSION))
             raise ProtocolError("%s:%d is not a Shelf server (it said %r)"
                                 % (host, port, greeting[:60]))
+        self.features = features
 
     # -- plumbing ------------------------------------------------------------
 
@@ -126,22 +204,26 @@ class Client:
         early (timeout, KeyboardInterrupt, cancel, a local error) breaks it."""
         try:
             yield
-        except (NotFound, RemoteError, Exists):
+        except (RemoteError, Exists):
             raise
         except BaseException:
             self._broken()
             raise
 
-    def _request(self, line: str, name: str | None = None) -> tuple[str, str]:
+    def _request(self, line: str, path: str | None = None) -> tuple[str, str]:
         self.channel.send_line(line)
-        return self._reply(name)
+        return self._reply(path)
 
-    def _reply(self, name: str | None = None) -> tuple[str, str]:
+    def _reply(self, path: str | None = None) -> tuple[str, str]:
         word, rest = split_reply(self._read_line())
         if word == FAIL:
-            if rest.startswith(protocol.NO_SUCH_FILE):
-                raise NotFound("no such file in the library" + (": %s" % name if name else ""))
-            raise RemoteError(rest or "the server refused")
+            code, reason = split_failure(rest)
+            if code == protocol.TOOLONG:
+                self._broken()  # the server closes after it
+            cls = _BY_CODE.get(code, RemoteError)
+            if code == protocol.NOTFOUND and path:
+                reason = "%s: %s" % (reason, path)
+            raise cls(reason, code)
         return word, rest
 
     def _broken(self) -> None:
@@ -164,105 +246,221 @@ class Client:
             pass
         self.channel.close()
 
+    def _simple(self, line: str, path: str | None = None) -> str:
+        """One request whose reply is one line; the text after its word."""
+        with self._exchange():
+            word, rest = self._request(line, path)
+        if word == EXISTS:
+            raise Exists("%s already exists" % (path or "it"))
+        return rest
+
     # -- requests ------------------------------------------------------------
 
     def noop(self) -> None:
-        with self._exchange():
-            self._request("NOOP")
+        self._simple("NOOP")
 
-    def list(self) -> list[Entry]:
+    def list(self, folder: str | Sequence[str] = "") -> list[Entry]:
+        """The files and folders in ``folder`` (the root by default), sorted by name."""
+        encoded = encode_path(folder)
+        request = "LIST" if encoded == "/" else "LIST " + encoded
         with self._exchange():
-            word, rest = self._request("LIST")
+            word, rest = self._request(request, _text(folder))
             if word == EMPTY:
                 return []
             count = parse_decimal(rest, "count")
-            entries = []
-            for _ in range(count):
-                parts = self._read_line().split(" ")
-                if len(parts) != 3:
-                    raise ProtocolError("malformed LIST line from server")
-                entries.append(Entry(decode_name(parts[0]), int(parts[1]), int(parts[2])))
-            return entries
+            return [self._entry_line(self._read_line()) for _ in range(count)]
 
-    def stat(self, name: str) -> Entry:
-        request = "STAT %s" % self._encode(name)
-        with self._exchange():
-            word, rest = self._request(request, name)
+    @staticmethod
+    def _entry_line(line: str) -> Entry:
+        parts = line.split(" ")
+        if len(parts) != 4:
+            raise ProtocolError("malformed LIST line from server: %r" % line[:80])
+        name, size, mtime, version = parts
+        if name.endswith("/"):
+            return Entry(decode_name(name[:-1]), 0, _integer(mtime), "folder", None)
+        return Entry(decode_name(name), parse_decimal(size, "size"), _integer(mtime), "file",
+                     parse_token(version, "version"))
+
+    def stat(self, path: str | Sequence[str]) -> Entry:
+        rest = self._simple("STAT " + encode_path(path), _text(path))
         parts = rest.split(" ")
-        if word != OK or len(parts) != 2:
+        if len(parts) != 4 or parts[2] not in ("file", "folder"):
             raise ProtocolError("malformed STAT reply from server")
-        return Entry(name, int(parts[0]), int(parts[1]))
+        segments = split_path(path) if isinstance(path, str) else tuple(path)
+        name = segments[-1] if segments else ""
+        if parts[2] == "folder":
+            return Entry(name, 0, _integer(parts[1]), "folder", None)
+        return Entry(name, parse_decimal(parts[0], "size"), _integer(parts[1]), "file",
+                     parse_token(parts[3], "version"))
 
-    def hash(self, name: str, size: int | None = None) -> str:
+    def hash(self, path: str | Sequence[str], size: int | None = None) -> str:
         """The file's SHA-256 as the server computes it.
 
         Give ``size`` (the file's byte count) for a large file: the reply may
         then take ``hash_wait(size)`` seconds, the time the server needs to
         read it, instead of the usual timeout.
         """
-        request = "HASH %s" % self._encode(name)
+        request = "HASH " + encode_path(path)
         with self._exchange():
             self.channel.send_line(request)
             if size is not None:
                 self.channel.sock.settimeout(self.hash_wait(size))
             try:
-                word, rest = self._reply(name)
+                word, rest = self._reply(_text(path))
             finally:
                 if size is not None and not self.closed:
                     self.channel.sock.settimeout(self.timeout)
-        algorithm, _, digest = rest.partition(" ")
-        if word != OK or algorithm != "sha256" or len(digest) != 64:
+        parts = rest.split(" ")
+        if word != OK or len(parts) != 3 or parts[0] != "sha256" or len(parts[1]) != 64:
             raise ProtocolError("malformed HASH reply from server")
-        return digest
+        return parts[1]
 
     def hash_wait(self, size: int) -> float:
         """Seconds a HASH of a ``size``-byte file may take before it counts as stalled."""
         return self.timeout + size / HASH_RATE_FLOOR
 
-    def get(self, name: str, file: BinaryIO, offset: int = 0,
-            progress: Progress | None = None, cancel: Cancel | None = None) -> int:
-        """Write the file from ``offset`` to its end into ``file``; return the byte count.
+    def get(self, path: str | Sequence[str], file: BinaryIO, offset: int = 0,
+            progress: Progress | None = None, cancel: Cancel | None = None,
+            version: str | None = None) -> Received:
+        """Write the file from ``offset`` to its end into ``file``.
 
-        ``progress(done)`` gets the bytes received so far (not counting
-        ``offset``); ``cancel()`` returning True stops the transfer, closes
-        the session and raises Cancelled.
+        With ``version``, the server refuses (Changed) unless the file is still
+        that version: the safe way to resume a download. ``progress(done)``
+        gets the bytes received so far (not counting ``offset``); ``cancel()``
+        returning True stops the transfer, closes the session and raises
+        Cancelled.
         """
-        request = "GET %s" % self._encode(name)
-        if offset:
+        request = "GET " + encode_path(path)
+        if offset or version:
             request += " %d" % offset
+        if version:
+            request += " " + parse_token(version, "version")
         write = getattr(file, "write")
         with self._exchange():
-            word, rest = self._request(request, name)
-            length = parse_decimal(rest, "length")
+            word, rest = self._request(request, _text(path))
+            length_text, _, got_version = rest.partition(" ")
+            length = parse_decimal(length_text, "length")
+            got_version = parse_token(got_version, "version")
             self.channel.read_exact_into(write, length, progress, cancel)
-        return length
+        return Received(length, got_version)
 
-    def put(self, name: str, file: BinaryIO, size: int,
-            progress: Progress | None = None, cancel: Cancel | None = None) -> int:
-        """Upload ``size`` bytes read from ``file`` as ``name``.
+    def put(self, path: str | Sequence[str], file: BinaryIO, size: int,
+            progress: Progress | None = None, cancel: Cancel | None = None,
+            replace: bool = False, on_token: Callable[[str], None] | None = None) -> Stored:
+        """Upload ``size`` bytes read from ``file`` (from its current position) to ``path``.
 
-        Raises Exists when the library has the name (before any byte is sent,
-        or when another session stored it first). Regular files go out with
-        sendfile(); pipes and other streams with plain reads.
+        Raises Exists when the path is taken (before any byte is sent, or when
+        another session stored it first); with ``replace`` an existing file is
+        replaced atomically (the server needs the ``w`` and ``d`` permissions).
+        ``on_token(token)`` hears the upload's token before the bytes go, so a
+        broken upload can be continued with ``resume``.
         """
-        request = "PUT %s %d" % (self._encode(name), size)
+        request = "PUT %s %d" % (encode_path(path), size)
+        if replace:
+            request += " replace"
         with self._exchange():
-            word, rest = self._request(request)
+            word, rest = self._request(request, _text(path))
             if word == EXISTS:
-                raise Exists("%s is already in the library" % name)
-            if _is_regular(file):
-                self.channel.send_file(file, file.tell(), size, progress, cancel)
-            else:
-                self.channel.send_stream(file.read, size, progress, cancel)
-            word, rest = self._reply()
-            if word == EXISTS:
-                raise Exists("%s was stored by someone else first" % name)
-        return size
+                raise Exists("%s is already in the library" % _text(path))
+            token = parse_token(rest, "upload token")
+            if on_token is not None:
+                on_token(token)
+            return self._send_upload(path, file, size, progress, cancel)
 
-    @staticmethod
-    def _encode(name: str) -> str:
-        validate_name(name)
-        return encode_name(name)
+    def resume(self, token: str, file: BinaryIO, size: int,
+               progress: Progress | None = None, cancel: Cancel | None = None,
+               path: str | Sequence[str] = "") -> Stored:
+        """Continue a broken upload: the server says how much it kept, the rest is sent.
+
+        ``file`` is the whole local file (positioned anywhere: it is seeked to
+        the server's offset); ``size`` its full size, as in the PUT. NotFound
+        when the server no longer keeps that upload.
+        """
+        with self._exchange():
+            word, rest = self._request("RESUME " + parse_token(token, "upload token"))
+            offset = parse_decimal(rest, "offset")
+            if offset > size:
+                raise ProtocolError("the server kept more bytes than the file has")
+            file.seek(offset)
+            if progress is not None:
+                progress(offset)
+            absolute = (lambda done: progress(offset + done)) if progress else None
+            return self._send_upload(path, file, size - offset, absolute, cancel)
+
+    def _send_upload(self, path, file, count: int, progress, cancel) -> Stored:
+        if _is_regular(file):
+            self.channel.send_file(file, file.tell(), count, progress, cancel)
+        else:
+            self.channel.send_stream(file.read, count, progress, cancel)
+        word, rest = self._reply(_text(path))
+        if word == EXISTS:
+            raise Exists("%s was stored by someone else first" % (_text(path) or "the file"))
+        size_text, _, version = rest.partition(" ")
+        return Stored(parse_decimal(size_text, "size"), parse_token(version, "version"))
+
+    def abort_upload(self, token: str) -> None:
+        """Drop the bytes the server kept of a broken upload (ABORT)."""
+        self._simple("ABORT " + parse_token(token, "upload token"))
+
+    def mkdir(self, path: str | Sequence[str]) -> None:
+        self._simple("MKDIR " + encode_path(path), _text(path))
+
+    def rmdir(self, path: str | Sequence[str]) -> None:
+        self._simple("RMDIR " + encode_path(path), _text(path))
+
+    def delete(self, path: str | Sequence[str]) -> None:
+        """Delete a file: to the trash where the server keeps one (feature ``trash``)."""
+        self._simple("DELETE " + encode_path(path), _text(path))
+
+    def rename(self, source: str | Sequence[str], target: str | Sequence[str]) -> None:
+        """Move a file or folder; never replaces (Exists)."""
+        self._simple("RENAME %s %s" % (encode_path(source), encode_path(target)),
+                     _text(source))
+
+    def trash(self) -> list[TrashEntry]:
+        """What can be restored, newest first."""
+        with self._exchange():
+            word, rest = self._request("TRASH")
+            if word == EMPTY:
+                return []
+            count = parse_decimal(rest, "count")
+            entries = []
+            for _ in range(count):
+                parts = self._read_line().split(" ")
+                if len(parts) != 4:
+                    raise ProtocolError("malformed TRASH line from server")
+                entries.append(TrashEntry(parse_token(parts[0], "trash id"),
+                                          join_path(decode_path(parts[1])),
+                                          parse_decimal(parts[2], "size"), _integer(parts[3])))
+            return entries
+
+    def restore(self, trash_id: str, path: str | Sequence[str] | None = None) -> str:
+        """Put a trashed file back (where it was, or at ``path``); its version."""
+        request = "RESTORE " + parse_token(trash_id, "trash id")
+        if path is not None:
+            request += " " + encode_path(path)
+        return parse_token(self._simple(request, _text(path) if path else None), "version")
+
+    def purge(self, trash_id: str) -> None:
+        self._simple("PURGE " + parse_token(trash_id, "trash id"))
+
+    def space(self) -> tuple[int, int]:
+        """(bytes free for uploads, size of the library's file system)."""
+        parts = self._simple("SPACE").split(" ")
+        if len(parts) != 2:
+            raise ProtocolError("malformed SPACE reply from server")
+        return parse_decimal(parts[0], "free"), parse_decimal(parts[1], "total")
+
+
+def _text(path) -> str:
+    return path if isinstance(path, str) else join_path(path)
+
+
+def _integer(text: str) -> int:
+    """A signed decimal from the server (mtimes before 1970 are negative)."""
+    negative = text.startswith("-")
+    value = parse_decimal(text[1:] if negative else text, "number")
+    return -value if negative else value
 
 
 def _is_regular(file) -> bool:

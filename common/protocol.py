@@ -1,4 +1,4 @@
-"""The Shelf wire protocol, version 1: the one place that frames bytes.
+"""The Shelf wire protocol, version 2: the one place that frames bytes.
 
 Both sides import this module, so client and server can never disagree about a
 line, a name or a byte count. Nothing here knows about threads or processes: a
@@ -12,8 +12,14 @@ The frame::
     file bytes     exactly the count announced in the line before them;
                    nothing else delimits them
 
-Names travel percent-encoded (see ``encode_name``/``decode_name``); a decoded
-name is checked by ``validate_name`` before anything touches a disk.
+Paths travel percent-encoded per segment (``encode_path``/``decode_path``); a
+decoded path is a tuple of segments, each checked by ``validate_name`` before
+anything touches a disk. A ``%2F`` decodes into a segment, never into a
+separator, and so makes that segment invalid.
+
+Zero-copy (``splice`` for uploads, ``sendfile`` for downloads) is a property of
+each ``Channel``: on for a plain socket, off for anything else (a TLS socket,
+where splicing would move ciphertext into the stored file).
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ import socket
 import struct
 import termios
 
-VERSION = 1
-GREETING = "READY shelf/1"
+VERSION = 2
+GREETING = "READY shelf/2"  # followed by the server's features, one space before each
 BUSY = "BUSY"
 DEFAULT_PORT = 8021
 DEFAULT_HOST = "127.0.0.1"
 
 MAX_LINE = 4096           # bytes in one control line, LF included
-MAX_NAME = 255            # bytes in the UTF-8 form of a decoded name
+MAX_NAME = 255            # bytes in the UTF-8 form of a decoded segment
+MAX_PATH = 1024           # bytes in a decoded path, separators included
+MAX_TOKEN = 64            # bytes in a version, upload or trash token
 CHUNK = 1 << 20           # bytes moved per recv_into / write step
 
 # Reply words.
@@ -43,11 +51,15 @@ EMPTY = "EMPTY"
 FAIL = "FAIL"
 EXISTS = "EXISTS"
 
-# FAIL reasons the client library recognises by their first words.
-NO_SUCH_FILE = "no such file"
+# FAIL codes (``FAIL <code> <reason>``).
+INVALID, DENIED, NOTFOUND, CHANGED = "invalid", "denied", "notfound", "changed"
+NOTEMPTY, TOOLARGE, FULL, IO, TOOLONG = "notempty", "toolarge", "full", "io", "toolong"
+FAIL_CODES = frozenset({INVALID, DENIED, NOTFOUND, CHANGED, NOTEMPTY, TOOLARGE, FULL, IO,
+                        TOOLONG})
 LINE_TOO_LONG = "line too long"
 
 _SPLICE = hasattr(os, "splice") and not os.environ.get("SHELF_NO_SPLICE")
+_TOKEN = re.compile(rb"[0-9A-Za-z_-]{1,%d}" % MAX_TOKEN)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _DECIMAL = re.compile(rb"0*([0-9]{1,19})")  # leading zeros are allowed, not counted
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -67,7 +79,7 @@ class LineTooLong(ProtocolError):
 
 
 class InvalidName(ProtocolError):
-    """A name that fails the protocol's rules (the reason says which)."""
+    """A name or path that fails the protocol's rules (the reason says which)."""
 
 
 class ConnectionClosed(ShelfError):
@@ -142,6 +154,65 @@ def is_valid_name(name: str) -> bool:
     return True
 
 
+def encode_path(path: str | tuple[str, ...] | list[str]) -> str:
+    """A path for a control line: each segment encoded, ``/`` between; the root is ``/``.
+
+    ``path`` is text with ``/`` separators (``"photos/hi.txt"``, ``""`` or
+    ``"/"`` for the root) or a sequence of segments. Raises InvalidName.
+    """
+    segments = split_path(path) if isinstance(path, str) else tuple(path)
+    for segment in segments:
+        validate_name(segment)
+    check_path_length(segments)
+    return "/".join(encode_name(segment) for segment in segments) or "/"
+
+
+def decode_path(token: bytes | str) -> tuple[str, ...]:
+    """A path token from a line, as validated segments; ``/`` alone is the root ``()``."""
+    if isinstance(token, str):
+        token = token.encode("utf-8")
+    if token == b"/":
+        return ()
+    segments = tuple(decode_name(segment) for segment in token.split(b"/"))
+    check_path_length(segments)
+    return segments
+
+
+def split_path(text: str) -> tuple[str, ...]:
+    """Plain (not encoded) text with ``/`` separators into segments; ``""``/``"/"`` is the root.
+
+    One leading and one trailing ``/`` are forgiven (people type them);
+    anything else must be a valid path.
+    """
+    text = text.strip("/") if text not in ("", "/") else ""
+    if not text:
+        return ()
+    segments = tuple(text.split("/"))
+    for segment in segments:
+        validate_name(segment)
+    check_path_length(segments)
+    return segments
+
+
+def join_path(segments) -> str:
+    """Segments as plain text (``a/b``; ``""`` for the root)."""
+    return "/".join(segments)
+
+
+def check_path_length(segments) -> None:
+    if segments and sum(len(s.encode("utf-8")) for s in segments) + len(segments) - 1 > MAX_PATH:
+        raise InvalidName("invalid path: longer than %d bytes" % MAX_PATH)
+
+
+def parse_token(token: bytes | str, what: str) -> str:
+    """A version, upload or trash token: 1 to 64 of ``[0-9A-Za-z_-]``."""
+    if isinstance(token, str):
+        token = token.encode("utf-8", "replace")
+    if not _TOKEN.fullmatch(token):
+        raise ProtocolError("%s is not a valid token" % what)
+    return token.decode("ascii")
+
+
 def parse_decimal(token: bytes | str, what: str) -> int:
     """Parse a non-negative decimal of ASCII digits only (no sign, no spaces)."""
     if isinstance(token, str):
@@ -165,8 +236,11 @@ class Channel:
     the socket's timeout; a timeout or reset becomes ConnectionLost.
     """
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, zero_copy: bool | None = None):
         self.sock = sock
+        # splice()/sendfile() only on a plain socket: on a TLS socket they
+        # would move ciphertext, not file bytes.
+        self.zero_copy = type(sock) is socket.socket if zero_copy is None else zero_copy
         self._buffer = bytearray()
         self._chunk = None  # the large receive buffer, made on first payload
         self._pipe = None   # the splice() pipe, made on first upload
@@ -279,7 +353,7 @@ class Channel:
             write_all(memoryview(self._buffer)[:take])
             del self._buffer[:take]
             done = take
-        if done < count and error is None and _SPLICE:
+        if done < count and error is None and _SPLICE and self.zero_copy:
             done, splice_error = self._splice(fd, done, count, write_all)
             error = error or splice_error
         if done < count:
@@ -341,6 +415,14 @@ class Channel:
     def send_line(self, text: str) -> None:
         self.send_raw(text.encode("utf-8") + b"\n")
 
+    def send_lines(self, lines: list[str]) -> None:
+        """Several lines (a multi-line reply) in one write."""
+        self.send_raw(("\n".join(lines) + "\n").encode("utf-8"))
+
+    def send_line_with(self, text: str, payload: bytes) -> None:
+        """A reply line and the bytes it announces, in one write (small files)."""
+        self.send_raw(text.encode("utf-8") + b"\n" + payload)
+
     def _unsent(self) -> int | None:
         """Bytes queued in the socket that the peer has not acknowledged yet."""
         try:
@@ -393,6 +475,10 @@ class Channel:
         early raises ConnectionLost-worthy ProtocolError: the frame can no
         longer be kept.
         """
+        if not self.zero_copy:
+            fileobj.seek(offset)
+            self.send_stream(fileobj.read, count, progress, cancel)
+            return
         if step is None:
             step = CHUNK if progress is not None or cancel is not None else 64 * CHUNK
         done = 0
@@ -459,3 +545,19 @@ def split_reply(line: str) -> tuple[str, str]:
     if word not in (OK, EMPTY, FAIL, EXISTS):
         raise ProtocolError("unexpected reply from server: %r" % line[:80])
     return word, rest
+
+
+def split_failure(rest: str) -> tuple[str, str]:
+    """``<code> <reason>`` of a FAIL reply into (code, reason); unknown codes are ``io``."""
+    code, _, reason = rest.partition(" ")
+    if code not in FAIL_CODES:
+        return IO, rest or "the server refused"
+    return code, reason or code
+
+
+def parse_greeting(line: str) -> frozenset[str] | None:
+    """The features of a ``READY shelf/2 ...`` greeting, or None if it is not one."""
+    words = line.split(" ")
+    if words[:2] != GREETING.split(" "):
+        return None
+    return frozenset(word for word in words[2:] if word)
