@@ -15,7 +15,8 @@ from dataclasses import fields, replace
 
 from common.protocol import ShelfError
 from daemon import service
-from daemon.library import Library
+from daemon.grant import Library
+from daemon.store import Store
 from daemon.pidfile import PidFile
 from daemon.server import Server, open_listener
 
@@ -61,8 +62,8 @@ def run(args, argv: list[str]) -> int:
     service.configure_logging(settings)
     if settings.daemon and not args.detached_fds and not settings.log_file:
         service.open_syslog().close()  # refuse now, while the user still sees stderr
-    library = Library(settings.root, settings.read_only, settings.max_upload,
-                      durable=not settings.no_fsync)
+    library = Library(Store(settings.root, durable=not settings.no_fsync))
+    library.configure(settings)
     if settings.no_fsync:
         log.warning("--no-fsync: stored files are not flushed to disk (benchmarks only)")
     pidfile = PidFile(settings.pidfile) if settings.pidfile else None
@@ -84,8 +85,6 @@ def run(args, argv: list[str]) -> int:
     if settings.daemon or args.detached_fds:
         service.configure_logging(settings, to_stderr=False)
 
-    for name in library.remove_leftovers():
-        log.warning("removed %s, an unfinished upload from an earlier run", name)
     server = Server(library, settings, listener)
     state = {"settings": settings}
 
@@ -115,6 +114,17 @@ def run(args, argv: list[str]) -> int:
         finally:
             service.sd_notify("READY=1")
 
+    def cleanup():  # in a child of its own (see Server._start_cleanup)
+        current = state["settings"]
+        store = library.store
+        trashed = store.expire_trash(current.trash_days * 86400)
+        kept = store.expire_uploads(current.keep_uploads_hours * 3600)
+        if trashed or kept:
+            log.info("clean-up: removed %d files from the trash (older than %g days) and "
+                     "%d broken uploads (older than %g hours)", trashed, current.trash_days,
+                     kept, current.keep_uploads_hours)
+
+    server.cleanup = cleanup
     server.on_ready = on_ready
     server.on_reload = on_reload
     server.on_stopping = lambda: service.sd_notify("STOPPING=1")
@@ -159,8 +169,7 @@ def reload(args, current, server: Server, library: Library):
     live = {name: getattr(new, name) for name in changed if name in service.LIVE_SETTINGS}
     applied = replace(current, **live)
     server.settings = applied
-    library.read_only = applied.read_only
-    library.max_upload = applied.max_upload
+    library.configure(applied)
     reopen_log(applied)
     if server.prefork:
         server.retire_workers()  # their settings are the old ones

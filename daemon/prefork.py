@@ -28,7 +28,7 @@ import signal
 import socket
 
 from common.protocol import ShelfError
-from daemon.library import Library
+from daemon.grant import Library
 from daemon.session import (READY_NAME, SESSION_NAME, Session, install_child_signals,
                             over_max_per_ip, refuse, set_process_name)
 

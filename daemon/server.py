@@ -25,11 +25,12 @@ import socket
 import time
 
 from common.protocol import ShelfError
-from daemon.library import Library
+from daemon.grant import Grant, Library
 from daemon.sessionlog import session_log
+from daemon.store import Store
 # Imported here once, not in every child:
-from daemon.session import (FORK_BLOCKED_NUMBERS, MASTER_NAME, over_max_per_ip, refuse,
-                            serve_in_child, set_process_name)
+from daemon.session import (FORK_BLOCKED_NUMBERS, JANITOR_NAME, MASTER_NAME, over_max_per_ip,
+                            refuse, serve_in_child, set_process_name)
 
 log = logging.getLogger("shelfd")
 
@@ -67,6 +68,11 @@ class Server:
         self._accept_paused_until = 0.0
         self._accept_errors = 0
         self._accept_error_logged = 0.0
+        # The library's housekeeping (expired trash and kept uploads) runs in a
+        # short-lived child of its own, so the master never waits on a disk.
+        self.cleanup = None      # set by the service: the body of that child
+        self.janitor: int | None = None
+        self.next_cleanup = 0.0  # monotonic time of the next run (0: once ready)
 
     # -- signals -------------------------------------------------------------
 
@@ -100,6 +106,7 @@ class Server:
                     self.stopping = True
             elif signum == signal.SIGHUP:
                 log.info("received SIGHUP: reloading")
+                self.next_cleanup = 0.0  # retention times may have changed
                 if self.on_reload is not None:
                     try:
                         self.on_reload()
@@ -130,6 +137,7 @@ class Server:
         gc.freeze()
         try:
             while not self.stopping:
+                self._start_cleanup()
                 self._resume_accepting()
                 if self.prefork:
                     self._trim_idle()
@@ -146,6 +154,26 @@ class Server:
         finally:
             selector.close()
         self.stop()
+
+    CLEANUP_EVERY = 600.0  # seconds between two runs of the library's housekeeping
+
+    def _start_cleanup(self) -> None:
+        """Fork the clean-up child when it is due and none is running."""
+        if self.cleanup is None or self.janitor is not None:
+            return
+        now = time.monotonic()
+        if now < self.next_cleanup:
+            return
+        self.next_cleanup = now + self.CLEANUP_EVERY
+        self.janitor = self._fork_child("the clean-up", self._become_janitor)
+
+    def _become_janitor(self) -> None:
+        self.listener.close()
+        set_process_name(JANITOR_NAME)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        _signal.pthread_sigmask(SIG_SETMASK, [])
+        self.cleanup()
 
     def _accept_all(self, batch: int = 32) -> None:
         """Accept what is waiting (a bounded batch, so signals are never starved).
@@ -414,9 +442,12 @@ class Server:
             if pid == 0:
                 break
             reaped += 1
+            if pid == self.janitor:
+                self.janitor = None
+                if os.WIFSIGNALED(status) or os.WEXITSTATUS(status):
+                    log.warning("the clean-up process pid %d failed", pid)
+                continue
             peer = self.forget(pid)
-            if self.library.discard_upload_of(pid):
-                log.warning("%s removed the unfinished upload of session pid %d", peer, pid)
             if os.WIFSIGNALED(status):
                 log.warning("%s session pid %d was killed by %s", peer, pid,
                             signal_name(os.WTERMSIG(status)))
@@ -433,6 +464,8 @@ class Server:
         self.idle.clear()
         if self.on_stopping is not None:
             self.on_stopping()
+        if self.janitor is not None:
+            self._signal(self.janitor, signal.SIGTERM)
         self._signal_children(signal.SIGTERM)
         deadline = time.monotonic() + self.settings.grace
         if self.children:
@@ -452,7 +485,6 @@ class Server:
                     self.children.clear()
                     break
                 self.forget(pid)
-                self.library.discard_upload_of(pid)
         self.reap()
         log.info("stopped after %d sessions (%d refused busy)", self.served, self.refused)
 
@@ -490,8 +522,8 @@ def fork_with_stops_blocked() -> int:
 SIG_BLOCK, SIG_SETMASK = int(signal.SIG_BLOCK), int(signal.SIG_SETMASK)
 
 
-WARM_UP_SCRIPT = (b"NOOP\nLIST\nSTAT a.txt\nGET a.txt\nGET a.txt 1\nHASH a.txt\n"
-                  b"STAT .x\nBOGUS\nNOOP\nQUIT\n")
+WARM_UP_SCRIPT = (b"NOOP\nLIST\nLIST f\nSTAT a.txt\nGET a.txt\nGET a.txt 1\nHASH a.txt\n"
+                  b"STAT f/b.txt\nSTAT .x\nBOGUS\nNOOP\nQUIT\n")
 
 
 def warm_up(rounds: int = 8) -> None:
@@ -514,7 +546,9 @@ def warm_up(rounds: int = 8) -> None:
     try:
         with open(os.path.join(folder, "a.txt"), "wb") as handle:
             handle.write(b"warm-up\n")
-        library = Library(folder, read_only=True)
+        os.mkdir(os.path.join(folder, "f"))
+        library = Library(Store(folder, hash_cache=False), Grant(permissions="r"),
+                          trash=False, keep_uploads=False)
     except (OSError, ShelfError):
         _remove_folder(folder)
         return
@@ -533,14 +567,14 @@ def warm_up(rounds: int = 8) -> None:
     finally:
         session_log.direct(*saved)
         os.close(sink)
-        library.close()
+        library.store.close()
         _remove_folder(folder)
 
 
 def _remove_folder(folder: str) -> None:
-    for name in os.listdir(folder):
-        os.unlink(os.path.join(folder, name))
-    os.rmdir(folder)
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def trim_fork_hooks() -> None:

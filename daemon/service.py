@@ -30,7 +30,8 @@ LONGEST_WAIT = 365 * 24 * 3600.0  # seconds: a timeout past a year is a typo
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Settings a SIGHUP can change for every session that starts afterwards.
 LIVE_SETTINGS = {"max_clients", "max_per_ip", "idle_timeout", "max_upload", "read_only",
-                 "log_level", "log_file", "grace"}
+                 "log_level", "log_file", "grace", "trash_days", "keep_uploads_hours",
+                 "anonymous"}
 
 
 class ConfigError(ShelfError):
@@ -55,6 +56,9 @@ class Settings:
     grace: float = 10.0
     prefork: int = 4        # ready session processes kept (0: a fresh fork per session)
     no_fsync: bool = False  # benchmarks only: shows what the durability promise costs
+    anonymous: str | None = None  # permission letters; None: "rw" ("r" with --read-only)
+    trash_days: float = 30.0        # how long deleted files stay restorable (0: no trash)
+    keep_uploads_hours: float = 24.0  # how long a broken upload's bytes wait for RESUME
 
 
 def parse_size(text: str) -> int:
@@ -114,6 +118,22 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _retention(longest: float):
+    """A retention time in days or hours: 0 (off) up to a limit (a typo guard)."""
+    def convert(text: str) -> float:
+        value = float(text)
+        if not 0 <= value <= longest:
+            raise ValueError("must be a number from 0 to %g" % longest)
+        return value
+    return convert
+
+
+def _permissions(text: str) -> str:
+    from daemon.grant import parse_permissions
+
+    return parse_permissions(text)
+
+
 def _level(text: str) -> str:
     if text.lower() not in LOG_LEVELS:
         raise ValueError("must be one of %s" % ", ".join(LOG_LEVELS))
@@ -124,7 +144,8 @@ CONVERTERS = {
     "root": str, "host": str, "port": _port, "daemon": parse_bool, "pidfile": str,
     "max_clients": _positive_int, "max_per_ip": _positive_int, "backlog": _positive_int, "idle_timeout": _seconds, "max_upload": parse_size,
     "read_only": parse_bool, "log_file": str, "log_level": _level, "grace": _seconds,
-    "no_fsync": parse_bool, "prefork": _count,
+    "no_fsync": parse_bool, "prefork": _count, "anonymous": _permissions,
+    "trash_days": _retention(36500), "keep_uploads_hours": _retention(24 * 365),
 }
 
 
@@ -164,7 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="close sessions idle this long (default 300)")
     add("--max-upload", type=typed("max_upload"), metavar="BYTES",
         help="largest accepted upload, e.g. 4G (default: free space)")
-    add("--read-only", action="store_true", default=None, help="refuse every upload")
+    add("--read-only", action="store_true", default=None,
+        help="anonymous sessions may only read (the same as --anonymous r)")
+    add("--anonymous", type=typed("anonymous"), metavar="PERMS",
+        help="what a session may do before any LOGIN: letters r (read), w (add files and "
+             "folders), d (delete, replace), m (rename), or none (default rw)")
+    add("--trash-days", type=typed("trash_days"), metavar="DAYS",
+        help="keep deleted files restorable this long (default 30; 0: delete at once)")
+    add("--keep-uploads-hours", type=typed("keep_uploads_hours"), metavar="HOURS",
+        help="keep the bytes of a broken upload this long for RESUME "
+             "(default 24; 0: drop them)")
     add("--log-file", metavar="FILE", help="log here instead of stderr")
     add("--log-level", type=typed("log_level"), metavar="LEVEL",
         help="debug, info, warning or error (default info)")

@@ -5,14 +5,19 @@ master asks a session to stop with SIGTERM; the handler only records it and
 wakes a pipe, and the session leaves once its current request is done (at
 once when it is waiting for the next one).
 
-Requests are validated against ``VERBS`` (arity, whether the library must be
-writable) before they reach a ``cmd_<verb>`` method, which holds only the logic.
+Speaks PROTOCOL.md version 2. Requests are checked against ``VERBS`` before
+they reach a ``cmd_<verb>`` method, in the order the protocol asks: the
+arguments (count, paths, numbers, tokens), then the permission the verb needs,
+and only then does anything look a path up. The ``cmd_*`` methods hold only
+the logic, and reach the library only through the session's ``Access`` (its
+grant's view of the store).
 """
 
 from __future__ import annotations
 
 import _signal
 import os
+import re
 import select
 import signal
 import socket
@@ -22,9 +27,11 @@ from dataclasses import dataclass
 from common import protocol
 from common.protocol import (EMPTY, EXISTS, FAIL, GREETING, OK, Channel, ConnectionClosed,
                              ConnectionLost, LineTooLong, ProtocolError, ShelfError,
-                             decode_name, encode_name, parse_decimal)
-from daemon.library import Library, LibraryError, NameTaken
+                             decode_path, encode_name, encode_path,
+                             parse_decimal, parse_token)
+from daemon.grant import Access, Grant, Library
 from daemon.sessionlog import session_log
+from daemon.store import StoreError
 
 log = session_log  # the same lines as logging's, at a fraction of the copied pages
 
@@ -32,29 +39,83 @@ SMALL_FILE = 256 * 1024  # GET sends files up to this size with the reply in one
 LOG_BURST = 200  # request log lines one session may write at once...
 LOG_RATE = 20    # ...and then per second
 MASTER_NAME, SESSION_NAME, READY_NAME = "shelfd", "shelfd session", "shelfd ready"
+JANITOR_NAME = "shelfd clean-up"
+_USER = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True)
 class Verb:
-    min_args: int
-    max_args: int
-    writes: bool
+    args: tuple[str, ...]   # argument kinds; a trailing "?" marks an optional one
+    needs: str              # permission letters (PUT with "replace" adds "d")
     usage: str
+
+    @property
+    def min_args(self) -> int:
+        return sum(1 for kind in self.args if not kind.endswith("?"))
 
 
 VERBS = {
-    "LIST": Verb(0, 0, False, "LIST"),
-    "GET": Verb(1, 2, False, "GET <name> [<offset>]"),
-    "PUT": Verb(2, 2, True, "PUT <name> <size>"),
-    "STAT": Verb(1, 1, False, "STAT <name>"),
-    "HASH": Verb(1, 1, False, "HASH <name>"),
-    "NOOP": Verb(0, 0, False, "NOOP"),
-    "QUIT": Verb(0, 0, False, "QUIT"),
+    "LIST": Verb(("path?",), "r", "LIST [<folder>]"),
+    "STAT": Verb(("path",), "r", "STAT <path>"),
+    "GET": Verb(("path", "offset?", "version?"), "r", "GET <path> [<offset> [<version>]]"),
+    "PUT": Verb(("path", "size", "replace?"), "w", "PUT <path> <size> [replace]"),
+    "RESUME": Verb(("upload",), "w", "RESUME <upload>"),
+    "ABORT": Verb(("upload",), "w", "ABORT <upload>"),
+    "MKDIR": Verb(("path",), "w", "MKDIR <path>"),
+    "RMDIR": Verb(("path",), "d", "RMDIR <path>"),
+    "DELETE": Verb(("path",), "d", "DELETE <path>"),
+    "RENAME": Verb(("path", "path"), "m", "RENAME <from> <to>"),
+    "TRASH": Verb((), "r", "TRASH"),
+    "RESTORE": Verb(("trash", "path?"), "w", "RESTORE <id> [<path>]"),
+    "PURGE": Verb(("trash",), "d", "PURGE <id>"),
+    "HASH": Verb(("path",), "r", "HASH <path>"),
+    "SPACE": Verb((), "", "SPACE"),
+    "LOGIN": Verb(("user", "password"), "", "LOGIN <user> <password>"),
+    "NOOP": Verb((), "", "NOOP"),
+    "QUIT": Verb((), "", "QUIT"),
 }
+UNLOGGED = frozenset({"LOGIN", "NOOP", "QUIT"})  # served before a LOGIN without anonymous
+
+
+def _parse_argument(kind: str, token: bytes):
+    kind = kind.rstrip("?")
+    if kind == "path":
+        return decode_path(token)
+    if kind in ("offset", "size"):
+        return parse_decimal(token, kind)
+    if kind == "version":
+        return parse_token(token, "version")
+    if kind == "upload":
+        return parse_token(token, "upload token")
+    if kind == "trash":
+        return parse_token(token, "trash id")
+    if kind == "replace":
+        if token.lower() != b"replace":
+            raise ProtocolError("the third argument of PUT can only be 'replace'")
+        return True
+    if kind == "user":
+        if not _USER.fullmatch(token):
+            raise ProtocolError("a user name is 1 to 64 letters, digits, '.', '_' or '-'")
+        return token.decode("ascii")
+    if kind == "password":
+        return token
+    raise AssertionError(kind)
+
+
+class Refused(Exception):
+    """A request refused before it reached its verb: ``code`` and ``reason`` for FAIL."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
 
 
 class EndSession(Exception):
     """Leave the session loop (QUIT, stop requested, broken upload)."""
+
+
+def _described(path) -> str:
+    return encode_path(path) if path else "/"
 
 
 class Session:
@@ -65,6 +126,8 @@ class Session:
         self.sock = sock
         self.peer = peer
         self.library = library
+        self.grant = library.anonymous
+        self.access = Access(library, library.anonymous or Grant(permissions=""))
         self.idle_timeout = idle_timeout
         self.stop_fd = stop_fd
         self.stopping = False
@@ -85,7 +148,7 @@ class Session:
         requests = 0
         reason = "closed by client"
         try:
-            self.channel.send_line(GREETING)
+            self.channel.send_line(" ".join([GREETING] + self.library.features()))
             while not self.stopping:
                 if not self._wait_for_request():
                     reason = "stopping" if self.stopping else "idle timeout"
@@ -93,7 +156,7 @@ class Session:
                 try:
                     line = self.channel.read_line()
                 except LineTooLong:
-                    self._reply_fail_and_close(protocol.LINE_TOO_LONG)
+                    self._reply_fail_and_close(protocol.TOOLONG, protocol.LINE_TOO_LONG)
                     reason = "line too long"
                     break
                 requests += 1
@@ -131,10 +194,10 @@ class Session:
             except BlockingIOError:
                 pass
 
-    def _reply_fail_and_close(self, reason: str) -> None:
+    def _reply_fail_and_close(self, code: str, reason: str) -> None:
         """FAIL, then half-close and drain briefly so the reply is not lost to a reset."""
         try:
-            self.channel.send_line("%s %s" % (FAIL, reason))
+            self.fail(code, reason)
             self.sock.shutdown(socket.SHUT_WR)
             self.sock.settimeout(1.0)
             for _ in range(64):
@@ -148,26 +211,53 @@ class Session:
     def handle(self, line: bytes) -> None:
         tokens = line.split(b" ")
         verb_name = tokens[0].decode("ascii", "replace").upper()
-        verb = VERBS.get(verb_name)
         started = time.monotonic()
-        refusal = self.refuse(line, verb_name, verb, tokens[1:])
-        if refusal:
-            self.fail(refusal)
-            self.log_request("%s %s FAIL %s", self.peer, verb_name[:32] or "(empty)", refusal)
+        try:
+            verb, args = self.check(line, verb_name, tokens[1:])
+        except Refused as refusal:
+            self.fail(refusal.code, str(refusal))
+            self.log_request("%s %s FAIL %s %s", self.peer, verb_name[:32] or "(empty)",
+                             refusal.code, refusal)
             return
-        args = tokens[1:]
         handler = getattr(self, "cmd_" + verb_name.lower())
         try:
             detail = handler(*args)
-        except LibraryError as exc:
-            self.fail(str(exc))
-            detail = "FAIL %s" % exc
-        except ProtocolError as exc:  # bad name or number in the arguments
-            self.fail(str(exc))
-            detail = "FAIL %s" % exc
+        except StoreError as exc:
+            if exc.code is None:
+                self.reply(EXISTS)
+                detail = "EXISTS"
+            else:
+                self.fail(exc.code, str(exc))
+                detail = "FAIL %s %s" % (exc.code, exc)
         if verb_name != "QUIT":
             self.log_request("%s %s %s (%.3f s)", self.peer, verb_name, detail or "",
                              time.monotonic() - started)
+
+    def check(self, line: bytes, verb_name: str, tokens: list) -> tuple[Verb, list]:
+        """The verb and its parsed arguments, or Refused: arguments first, then permission."""
+        if not line:
+            raise Refused(protocol.INVALID, "empty request; verbs: %s" % " ".join(VERBS))
+        verb = VERBS.get(verb_name)
+        if verb is None:
+            raise Refused(protocol.INVALID, "unknown verb %r; verbs: %s"
+                          % (verb_name[:32], " ".join(VERBS)))
+        if any(not token for token in tokens):
+            raise Refused(protocol.INVALID,
+                          "malformed request: separate tokens with exactly one space")
+        if not verb.min_args <= len(tokens) <= len(verb.args):
+            raise Refused(protocol.INVALID, "wrong number of arguments; usage: %s" % verb.usage)
+        try:
+            args = [_parse_argument(kind, token) for kind, token in zip(verb.args, tokens)]
+        except ProtocolError as exc:  # InvalidName included
+            raise Refused(protocol.INVALID, str(exc)) from None
+        if self.grant is None and verb_name not in UNLOGGED:
+            raise Refused(protocol.DENIED, "log in first")
+        needs = verb.needs + ("d" if verb_name == "PUT" and len(args) == 3 else "")
+        try:
+            self.access.need(needs)
+        except StoreError as exc:
+            raise Refused(protocol.DENIED, str(exc)) from None
+        return verb, args
 
     def log_request(self, message: str, *args) -> None:
         """Log one request line, within the session's budget (a token bucket).
@@ -189,96 +279,147 @@ class Session:
             self.log_dropped = 0
         log.info(message, *args)
 
-    def refuse(self, line: bytes, verb_name: str, verb: Verb | None, args: list) -> str | None:
-        """The FAIL reason for a request the verb table rejects, or None."""
-        if not line:
-            return "empty request; verbs: %s" % " ".join(VERBS)
-        if verb is None:
-            return "unknown verb %r; verbs: %s" % (verb_name[:32], " ".join(VERBS))
-        if any(not arg for arg in args):
-            return "malformed request: separate tokens with exactly one space"
-        if not verb.min_args <= len(args) <= verb.max_args:
-            return "wrong number of arguments; usage: %s" % verb.usage
-        if verb.writes and self.library.read_only:
-            return "library is read-only"
-        return None
-
     def reply(self, text: str) -> None:
         self.channel.send_line(text)
 
-    def fail(self, reason: str) -> None:
-        self.channel.send_line("%s %s" % (FAIL, reason))
+    def fail(self, code: str, reason: str) -> None:
+        self.channel.send_line("%s %s %s" % (FAIL, code, reason))
 
-    # -- verbs ---------------------------------------------------------------
+    # -- reading -------------------------------------------------------------
 
-    def cmd_list(self) -> str:
-        entries = self.library.listing()
+    def cmd_list(self, folder=()) -> str:
+        entries = self.access.listing(folder)
         if not entries:
             self.reply(EMPTY)
-            return "empty"
+            return "%s empty" % _described(folder)
         lines = ["%s %d" % (OK, len(entries))]
-        lines.extend("%s %d %d" % (encode_name(e.name), e.size, e.mtime) for e in entries)
-        self.channel.send_raw(("\n".join(lines) + "\n").encode("utf-8"))
-        return "%d files" % len(entries)
+        for e in entries:
+            if e.kind == "folder":
+                lines.append("%s/ 0 %d -" % (encode_name(e.name), e.mtime))
+            else:
+                lines.append("%s %d %d %s" % (encode_name(e.name), e.size, e.mtime, e.version))
+        self.channel.send_lines(lines)
+        return "%s %d entries" % (_described(folder), len(entries))
 
-    def cmd_get(self, name_token: bytes, offset_token: bytes = b"0") -> str:
-        name = decode_name(name_token)
-        offset = parse_decimal(offset_token, "offset")
-        handle, st = self.library.open_for_read(name)
-        with handle:
-            if offset > st.st_size:
-                raise LibraryError("offset past the end (the file has %d bytes)" % st.st_size)
-            length = st.st_size - offset
-            header = ("%s %d\n" % (OK, length)).encode("ascii")
+    def cmd_stat(self, path) -> str:
+        e = self.access.stat(path)
+        if e.kind == "folder":
+            self.reply("%s 0 %d folder -" % (OK, e.mtime))
+        else:
+            self.reply("%s %d %d file %s" % (OK, e.size, e.mtime, e.version))
+        return _described(path)
+
+    def cmd_get(self, path, offset: int = 0, version: str | None = None) -> str:
+        with self.access.open_file(path, version) as opened:
+            size, version = opened.entry.size, opened.entry.version
+            if offset > size:
+                self.fail(protocol.INVALID, "offset past the end (the file has %d bytes)" % size)
+                return "%s offset past the end" % _described(path)
+            length = size - offset
+            header = "%s %d %s" % (OK, length, version)
             if length <= SMALL_FILE:
-                handle.seek(offset)
-                data = handle.read(length)
+                opened.file.seek(offset)
+                data = opened.file.read(length)
                 if len(data) != length:
                     raise EndSession("file changed while being read")
-                self.channel.send_raw(header + data)
+                self.channel.send_line_with(header, data)
             else:
-                self.channel.send_raw(header)
+                self.channel.send_line(header)
                 try:
-                    self.channel.send_file(handle, offset, length)
+                    self.channel.send_file(opened.file, offset, length)
                 except protocol.ShortFile:
                     raise EndSession("file changed while being sent") from None
-        return "%s %d bytes from %d" % (name, length, offset)
+        return "%s %d bytes from %d" % (_described(path), length, offset)
 
-    def cmd_put(self, name_token: bytes, size_token: bytes) -> str:
-        name = decode_name(name_token)
-        size = parse_decimal(size_token, "size")
+    def cmd_hash(self, path) -> str:
+        digest, entry = self.access.sha256(path)
+        self.reply("%s sha256 %s %s" % (OK, digest, entry.version))
+        return _described(path)
+
+    def cmd_space(self) -> str:
+        free, total = self.access.space()
+        self.reply("%s %d %d" % (OK, free, total))
+        return "%d of %d bytes free" % (free, total)
+
+    # -- uploads ---------------------------------------------------------------
+
+    def cmd_put(self, path, size: int, replace: bool = False) -> str:
+        upload = self.access.begin_upload(path, size, replace)
+        self.reply("%s %s" % (OK, upload.token))
+        return self._receive(upload, "stored")
+
+    def cmd_resume(self, token: str) -> str:
+        upload = self.access.resume_upload(token)
+        self.reply("%s %d" % (OK, upload.offset))
+        return self._receive(upload, "resumed at %d and stored" % upload.offset)
+
+    def _receive(self, upload, done: str) -> str:
+        """The bytes of a PUT or RESUME, then its final reply."""
         try:
-            self.library.check_upload(name, size)
-        except NameTaken:
-            self.reply(EXISTS)
-            return "%s exists" % name
-        upload = self.library.begin_upload()
-        try:
-            self.reply(OK)
-            upload.error = self.channel.read_exact_to_fd(upload.fd, size)
+            upload.receive_from(self.channel)
         except (ConnectionLost, ConnectionClosed) as exc:
-            upload.abort()
-            raise EndSession("upload of %s broken: %s" % (name, exc)) from None
+            self.access.keep_broken(upload)
+            raise EndSession("upload of %s broken: %s" % (_described(upload.path), exc)) from None
         except BaseException:
             upload.abort()
             raise
-        try:
-            upload.commit(name)
-        except NameTaken:
-            self.reply(EXISTS)
-            return "%s lost the race" % name
-        self.reply("%s %d" % (OK, size))
-        return "%s stored %d bytes" % (name, size)
+        entry = upload.commit()  # StoreError: dropped, and handle() replies
+        self.reply("%s %d %s" % (OK, entry.size, entry.version))
+        return "%s %s %d bytes" % (_described(upload.path), done, entry.size)
 
-    def cmd_stat(self, name_token: bytes) -> str:
-        entry = self.library.stat(decode_name(name_token))
-        self.reply("%s %d %d" % (OK, entry.size, entry.mtime))
-        return entry.name
+    def cmd_abort(self, token: str) -> str:
+        self.access.drop_upload(token)
+        self.reply(OK)
+        return token
 
-    def cmd_hash(self, name_token: bytes) -> str:
-        name = decode_name(name_token)
-        self.reply("%s sha256 %s" % (OK, self.library.sha256(name)))
-        return name
+    # -- changes -------------------------------------------------------------------
+
+    def cmd_mkdir(self, path) -> str:
+        self.access.mkdir(path)
+        self.reply(OK)
+        return _described(path)
+
+    def cmd_rmdir(self, path) -> str:
+        self.access.rmdir(path)
+        self.reply(OK)
+        return _described(path)
+
+    def cmd_delete(self, path) -> str:
+        self.access.delete(path)
+        self.reply(OK)
+        return _described(path)
+
+    def cmd_rename(self, source, target) -> str:
+        self.access.rename(source, target)
+        self.reply(OK)
+        return "%s to %s" % (_described(source), _described(target))
+
+    def cmd_trash(self) -> str:
+        items = self.access.trash_listing()
+        if not items:
+            self.reply(EMPTY)
+            return "empty"
+        lines = ["%s %d" % (OK, len(items))]
+        lines.extend("%s %s %d %d" % (trash_id, encode_path(path), size, deleted)
+                     for trash_id, path, size, deleted in items)
+        self.channel.send_lines(lines)
+        return "%d entries" % len(items)
+
+    def cmd_restore(self, trash_id: str, path=None) -> str:
+        entry = self.access.restore(trash_id, path)
+        self.reply("%s %s" % (OK, entry.version))
+        return trash_id
+
+    def cmd_purge(self, trash_id: str) -> str:
+        self.access.purge(trash_id)
+        self.reply(OK)
+        return trash_id
+
+    # -- the session -------------------------------------------------------------
+
+    def cmd_login(self, user: str, password: bytes) -> str:
+        self.fail(protocol.DENIED, "this server has no accounts; LOGIN is not needed")
+        return "FAIL denied %s (no accounts)" % user
 
     def cmd_noop(self) -> None:
         self.reply(OK)

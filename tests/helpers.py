@@ -198,15 +198,19 @@ class Raw:
         except socket.timeout:
             return False
 
-    def put(self, name: str, data: bytes) -> tuple[str, str | None]:
-        first = self.request("PUT %s %d" % (name, len(data)))
-        if first != "OK":
+    def put(self, name: str, data: bytes, replace: bool = False) -> tuple[str, str | None]:
+        """PUT (the first reply is ``OK <upload token>``); (first reply, final reply or None)."""
+        first = self.request("PUT %s %d%s" % (name, len(data), " replace" if replace else ""))
+        if not first.startswith("OK "):
             return first, None
         self.send(data)
         return first, self.line()
 
-    def get(self, name: str, offset: int | None = None) -> tuple[str, bytes | None]:
+    def get(self, name: str, offset: int | None = None,
+            version: str | None = None) -> tuple[str, bytes | None]:
         request = "GET %s" % name if offset is None else "GET %s %d" % (name, offset)
+        if version is not None:
+            request += " " + version
         reply = self.request(request)
         if not reply.startswith("OK "):
             return reply, None
