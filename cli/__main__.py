@@ -13,28 +13,13 @@ import sys
 from cli.exits import (EXIT_BUSY, EXIT_CANNOT_CONNECT, EXIT_EXISTS,  # noqa: F401 (re-exported)
                        EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TRANSFER_FAILED,
                        EXIT_USAGE, exit_code_for)
+from cli.parsers import COMMANDS, EXIT_HELP, Formatter
 from common import __version__
-from common.client import ConnectionLost, ShelfError
-from common.humanize import human_size
+from common.client import ShelfError
 from common.protocol import DEFAULT_HOST, DEFAULT_PORT
 
-EXIT_HELP = """exit codes:
-  0    success
-  1    already exists (in the library, or the local destination without --force)
-  2    usage error (bad option, invalid name)
-  3    no such file (in the library or locally)
-  4    cannot connect
-  5    server busy (too many sessions), or another download to the same
-       destination is running
-  6    transfer failed (connection lost, refused by the server, checksum mismatch,
-       the destination cannot be written, a --continue that would mix two versions)
-  130  interrupted (Ctrl+C); no partial file is left at the destination
-
-A cut download keeps its bytes in .NAME.shelf-part beside the destination, with
-.NAME.shelf-part.json recording the library file's name, size and modification
-time; --continue resumes only while the library file still matches them.
-
-environment: SHELF_HOST, SHELF_PORT give the defaults for --host and --port."""
+ENVIRONMENT_HELP = """environment: SHELF_SERVER gives the default server URL (shelf://HOST[:PORT]);
+SHELF_HOST and SHELF_PORT the defaults for --host and --port."""
 
 
 def port_number(text: str) -> int:
@@ -51,8 +36,10 @@ def port_number(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelf-cli", description="Talk to a Shelf library from the terminal.",
-        epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default=os.environ.get("SHELF_HOST", DEFAULT_HOST),
+        epilog=EXIT_HELP + "\n\n" + ENVIRONMENT_HELP, formatter_class=Formatter)
+    parser.add_argument("--server", metavar="URL",
+                        help="the server, shelf://HOST[:PORT] (default $SHELF_SERVER)")
+    parser.add_argument("--host", default=None,
                         help="server address (default $SHELF_HOST or %s)" % DEFAULT_HOST)
     parser.add_argument("--port", type=port_number, default=None,
                         help="server port (default $SHELF_PORT or %d)" % DEFAULT_PORT)
@@ -60,33 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no chatter")
     parser.add_argument("--version", action="version", version="shelf-cli %s" % __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    ls = sub.add_parser("ls", help="list the library")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
-
-    get = sub.add_parser("get", help="download files",
-                         description="Download NAME to DEST (a file or a folder; default: "
-                                     "the current folder). With several names the last "
-                                     "argument must be a folder.")
-    get.add_argument("names", nargs="+", metavar="NAME [DEST]")
-    get.add_argument("-f", "--force", action="store_true", help="replace an existing file")
-    get.add_argument("-c", "--continue", dest="resume", action="store_true",
-                     help="resume a download that was cut")
-    get.add_argument("--verify", action="store_true", help="check the SHA-256 before saving")
-
-    put = sub.add_parser("put", help="upload files",
-                         description="Upload FILEs (- is stdin). `put FILE NAME` stores FILE as "
-                                     "NAME when NAME is not a local file.")
-    put.add_argument("files", nargs="+", metavar="FILE")
-    put.add_argument("--as", dest="name", metavar="NAME", help="the name in the library")
-    put.add_argument("--size", type=int, help="byte count, with - (stdin)")
-
-    stat = sub.add_parser("stat", help="size and date of a file")
-    stat.add_argument("name")
-    hash_ = sub.add_parser("hash", help="SHA-256 of a file (sha256sum format)")
-    hash_.add_argument("name")
-    sub.add_parser("shell", help="an interactive prompt (one session)")
+    for name, (summary, description, define) in COMMANDS.items():
+        define(sub.add_parser(name, help=summary, description=description or summary,
+                              epilog=EXIT_HELP, formatter_class=Formatter))
+    sub.add_parser("shell", help="an interactive prompt (one session)",
+                   description="An interactive prompt on one session: the same commands, "
+                               "plus cd and pwd in the library, and Tab completion.",
+                   epilog=EXIT_HELP, formatter_class=Formatter)
     return parser
+
+
+def choose_server(args, parser: argparse.ArgumentParser):
+    """--server, else --host/--port, else $SHELF_SERVER, else $SHELF_HOST/$SHELF_PORT."""
+    from cli.remote import Server, parse_server
+
+    if args.server is not None:
+        if args.host is not None or args.port is not None:
+            parser.error("give --server or --host/--port, not both")
+        return parse_server(args.server)
+    if args.host is None and args.port is None and os.environ.get("SHELF_SERVER"):
+        return parse_server(os.environ["SHELF_SERVER"])
+    port = args.port
+    if port is None:
+        try:
+            port = port_number(os.environ.get("SHELF_PORT", str(DEFAULT_PORT)))
+        except argparse.ArgumentTypeError as exc:
+            parser.error("SHELF_PORT: %s" % exc)
+    return Server(args.host or os.environ.get("SHELF_HOST") or DEFAULT_HOST, port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,12 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.port is None:
-        try:
-            args.port = port_number(os.environ.get("SHELF_PORT", str(DEFAULT_PORT)))
-        except argparse.ArgumentTypeError as exc:
-            parser.error("SHELF_PORT: %s" % exc)
     try:
+        args.server = choose_server(args, parser)
         code = run(args)
         sys.stdout.flush()  # a reader that left shows here, not in the exit's flush
         return code
@@ -139,66 +122,67 @@ def reader_went_away() -> int:
 
 
 def run(args) -> int:
-    from cli import commands
+    from cli import commands, transfer
+    from cli.remote import resolve
 
+    server = args.server
     show_progress = not args.quiet and sys.stderr.isatty()
     if args.command == "shell":
         from cli.shell import run_shell
-        return run_shell(args.host, args.port, args.timeout, quiet=args.quiet)
-    if args.command == "put":
-        # INTERFACE.md's form `put FILE NAME`: a second word that is no local file
-        # is the name in the library (`put FILE... --as NAME` is the other spelling).
-        if (not args.name and len(args.files) == 2 and not os.path.lexists(args.files[1])
-                and (args.files[0] == "-" or os.path.lexists(args.files[0]))):
-            args.files, args.name = [args.files[0]], args.files[1]
-        if args.name and len(args.files) > 1:
-            raise commands.LocalError("--as NAME works with one file only")
-    if args.command == "get":
-        names, dest = (args.names, None) if len(args.names) == 1 else (args.names[:-1],
-                                                                        args.names[-1])
-        pairs = commands.resolve_destinations(names, dest)
-
-    with commands.Session(args.host, args.port, args.timeout) as session:
+        return run_shell(server.host, server.port, args.timeout, quiet=args.quiet)
+    with commands.Session(server.host, server.port, args.timeout) as session:
         session.connect()  # first: no server is exit 4 before anything else
-        if args.command == "ls":
-            commands.cmd_ls(session.client, args.json)
-        elif args.command == "stat":
-            commands.cmd_stat(session.client, args.name)
-        elif args.command == "hash":
-            commands.cmd_hash(session.client, args.name)
-        elif args.command == "get":
-            return run_batch(pairs, lambda pair: commands.cmd_get(
-                session.client, pair[0], pair[1], force=args.force, resume=args.resume,
-                verify=args.verify, show_progress=show_progress), args.quiet,
-                lambda pair: "saved %s" % pair[1])
-        elif args.command == "put":
-            return run_batch(args.files, lambda path: commands.cmd_put(
-                session.client, path, args.name, args.size, show_progress), args.quiet,
-                lambda path: "stored %s" % path)
+        client = session.client
+        command = args.command
+        if command == "ls":
+            commands.cmd_ls(client, resolve(args.folder), args.json)
+        elif command == "stat":
+            commands.cmd_stat(client, resolve(args.path), args.json)
+        elif command == "hash":
+            commands.cmd_hash(client, resolve(args.path))
+        elif command == "mkdir":
+            commands.cmd_mkdir(client, resolve(args.path), parents=args.parents)
+        elif command == "rm":
+            batch = transfer.Batch(args.quiet)
+            for typed in args.paths:
+                batch.run(lambda typed=typed: commands.cmd_rm(session.client, resolve(typed)))
+            return batch.first_failure
+        elif command == "rmdir":
+            commands.cmd_rmdir(client, resolve(args.path))
+        elif command == "mv":
+            commands.cmd_mv(client, *move_paths(args.source, args.target))
+        elif command == "trash":
+            commands.cmd_trash(client, args.json)
+        elif command == "restore":
+            commands.cmd_restore(client, args.id,
+                                 resolve(args.path) if args.path is not None else None)
+        elif command == "df":
+            commands.cmd_df(client, args.json)
+        elif command == "get":
+            paths, dest = ((args.paths, None) if len(args.paths) == 1
+                           else (args.paths[:-1], args.paths[-1]))
+            return transfer.run_get(session, paths, dest, transfer.GetOptions(
+                recursive=args.recursive, force=args.force, resume=args.resume,
+                verify=args.verify, show_progress=show_progress, quiet=args.quiet))
+        elif command == "put":
+            files, target = transfer.split_put_words(args.files, args.name)
+            return transfer.run_put(session, files, target, transfer.PutOptions(
+                recursive=args.recursive, replace=args.replace, resume=args.resume,
+                show_progress=show_progress, quiet=args.quiet, size=args.size,
+                continue_hint="shelf-cli --server %s put" % session.server,
+                records=transfer.upload_records()))
     return EXIT_OK
 
 
-def run_batch(items, action, quiet: bool, describe) -> int:
-    """Run ``action`` on each item in one session; go on after an item's error.
+def move_paths(source: str, target: str, current=()):
+    """mv's two paths; a TO ending in / (or naming . or ..) means into that folder."""
+    from cli.remote import resolve, wants_folder
 
-    A lost connection ends the batch (nothing after it could work); an item
-    that failed on this side (a full disk) closed the session, and the next
-    item opens a new one. The exit code is that of the first failure.
-    """
-    first_failure = EXIT_OK
-    for item in items:
-        try:
-            size = action(item)
-        except ConnectionLost as exc:
-            sys.stderr.write("shelf-cli: %s\n" % exc)
-            return first_failure or exit_code_for(exc)
-        except ShelfError as exc:
-            sys.stderr.write("shelf-cli: %s\n" % exc)
-            first_failure = first_failure or exit_code_for(exc)
-            continue
-        if not quiet and len(items) > 1:
-            sys.stderr.write("%s (%s)\n" % (describe(item), human_size(size)))
-    return first_failure
+    source_path = resolve(source, current)
+    target_path = resolve(target, current)
+    if wants_folder(target) and source_path:
+        target_path = target_path + source_path[-1:]
+    return source_path, target_path
 
 
 if __name__ == "__main__":

@@ -1,29 +1,32 @@
-"""What shelf-cli does, as functions of an open ``Client``.
+"""What shelf-cli does, as functions of an open ``Client``: everything but the
+transfers (those are in cli/transfer.py).
 
 Shared by the one-shot subcommands and the ``shell`` prompt. Single-threaded,
-in the terminal's process. Each function prints its own result to stdout and
-raises a ``common.protocol.ShelfError`` (or ``LocalError``) on failure; the
-caller turns errors into one line on stderr and an exit code. A ``Session``
-hands out the open client and opens a new one when a cut request closed it.
+in the terminal's process. Remote paths arrive resolved (tuples of segments,
+see cli/remote.py). Each function prints its own result and raises a
+``common.protocol.ShelfError`` (or ``LocalError``) whose text is fit for the
+user on failure; the caller turns errors into one line on stderr and an exit
+code. A ``Session`` hands out the open client and opens a new one when a cut
+request closed it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 from contextlib import contextmanager
 
-from common.client import Client, Exists
-from common.files import (CannotResume, DestinationExists, DownloadInProgress, LocalError,
-                          LocalNotFound, LocalWriteError, Partial, Unverified,
-                          download_atomically)
+from cli.remote import Path, text
+from common.client import Client, Entry, Exists, NotEmpty, NotFound
+from common.files import (CannotResume, DestinationExists, DownloadInProgress, IsAFolder,
+                          LocalError, LocalNotFound, LocalWriteError, Partial, Unverified)
 from common.humanize import display_width, human_size, local_time, pad
 
-__all__ = ["Session", "cmd_ls", "cmd_stat", "cmd_hash", "cmd_get", "cmd_put",
-           "resolve_destinations", "LocalError", "LocalNotFound", "LocalWriteError",
-           "DestinationExists", "DownloadInProgress", "CannotResume", "Partial", "Unverified"]
+__all__ = ["Session", "cmd_ls", "cmd_stat", "cmd_hash", "cmd_mkdir", "cmd_rm", "cmd_rmdir",
+           "cmd_mv", "cmd_trash", "cmd_restore", "cmd_df", "LocalError", "LocalNotFound",
+           "LocalWriteError", "DestinationExists", "DownloadInProgress", "CannotResume",
+           "Partial", "Unverified", "IsAFolder"]
 
 
 # -- the session ---------------------------------------------------------------
@@ -39,6 +42,12 @@ class Session:
     def __init__(self, host: str, port: int, timeout: float):
         self.host, self.port, self.timeout = host, port, timeout
         self._client: Client | None = None
+
+    @property
+    def server(self) -> str:
+        """The server as a URL, for messages and upload records."""
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "shelf://%s:%d" % (host, self.port)
 
     @property
     def client(self) -> Client:
@@ -119,100 +128,182 @@ def stderr_size() -> tuple[int, int]:
     return min(100, size.columns or 80), size.lines or 24
 
 
-# -- listing -----------------------------------------------------------------
+# -- looking ----------------------------------------------------------------------
 
-def cmd_ls(client: Client, as_json: bool = False, out=None) -> None:
+def stat_or_none(client: Client, path: Path) -> Entry | None:
+    try:
+        return client.stat(path)
+    except NotFound:
+        return None
+
+
+def entry_json(entry: Entry, folder: Path) -> dict:
+    return {"name": entry.name, "path": "/".join(folder + (entry.name,)), "kind": entry.kind,
+            "size": entry.size, "mtime": entry.mtime, "version": entry.version}
+
+
+def cmd_ls(client: Client, folder: Path = (), as_json: bool = False, out=None) -> None:
+    """List a folder (a file named instead is listed alone, as ls does)."""
     out = out or sys.stdout
-    entries = client.list()
+    try:
+        entries = client.list(folder)
+    except NotFound:
+        entry = stat_or_none(client, folder) if folder else None
+        if entry is None or entry.is_folder:
+            raise NotFound("no such folder in the library: %s" % text(folder)) from None
+        entries, folder = [entry], folder[:-1]
     if as_json:
-        json.dump([{"name": e.name, "size": e.size, "mtime": e.mtime} for e in entries], out,
-                  ensure_ascii=False, indent=2)
+        json.dump([entry_json(e, folder) for e in entries], out, ensure_ascii=False, indent=2)
         out.write("\n")
         return
     if not entries:
-        out.write("(the library is empty)\n")
+        out.write("(the library is empty)\n" if not folder
+                  else "(%s is empty)\n" % text(folder))
         return
-    width = max(16, min(60, max(display_width(e.name) for e in entries))) + 2
+    shown = [(e.name + "/" if e.is_folder else e.name, e) for e in entries]
+    width = max(16, min(60, max(display_width(name) for name, _ in shown))) + 2
     out.write(pad("NAME", width) + pad("SIZE", 10) + "MODIFIED\n")
-    for entry in entries:
-        out.write(pad(entry.name, width) + pad(human_size(entry.size), 10)
-                  + local_time(entry.mtime) + "\n")
+    for name, entry in shown:
+        size = "-" if entry.is_folder else human_size(entry.size)
+        out.write(pad(name, width) + pad(size, 10) + local_time(entry.mtime) + "\n")
 
 
-def cmd_stat(client: Client, name: str, out=None) -> None:
+def cmd_stat(client: Client, path: Path, as_json: bool = False, out=None) -> Entry:
     out = out or sys.stdout
-    entry = client.stat(name)
-    out.write("name:     %s\nsize:     %s (%d bytes)\nmodified: %s\n"
-              % (entry.name, human_size(entry.size), entry.size, local_time(entry.mtime)))
+    entry = client.stat(path)
+    if as_json:
+        json.dump(entry_json(entry, path[:-1]) if path else dict(
+            entry_json(entry, ()), path=""), out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    elif entry.is_folder:
+        out.write("name:     %s\nkind:     folder\nmodified: %s\n"
+                  % (text(path), local_time(entry.mtime)))
+    else:
+        out.write("name:     %s\nkind:     file\nsize:     %s (%d bytes)\nmodified: %s\n"
+                  "version:  %s\n" % (text(path), human_size(entry.size), entry.size,
+                                       local_time(entry.mtime), entry.version))
+    return entry
 
 
-def cmd_hash(client: Client, name: str, out=None) -> None:
+def cmd_hash(client: Client, path: Path, out=None) -> None:
     out = out or sys.stdout
-    out.write("%s  %s\n" % (client.hash(name), name))  # the format sha256sum -c reads
+    entry = client.stat(path)
+    if entry.is_folder:
+        raise IsAFolder("%s is a folder; hash takes a file" % text(path))
+    digest = client.hash(path, size=entry.size)
+    out.write("%s  %s\n" % (digest, text(path)))  # the format sha256sum -c reads
 
 
-# -- get ---------------------------------------------------------------------
+# -- changing ---------------------------------------------------------------------
 
-def resolve_destinations(names: list[str], dest: str | None) -> list[tuple[str, str]]:
-    """Pair each library name with a local path. Several names need a folder."""
-    if dest is None:
-        return [(name, os.path.abspath(name)) for name in names]
-    dest = os.path.expanduser(dest)
-    if os.path.isdir(dest) or dest.endswith(os.sep):
-        if not os.path.isdir(dest):
-            raise LocalNotFound("no such folder: %s" % dest)
-        return [(name, os.path.abspath(os.path.join(dest, name))) for name in names]
-    if len(names) > 1:
-        raise LocalError("with several names the last argument must be a folder: %s" % dest)
-    return [(names[0], os.path.abspath(dest))]
-
-
-def cmd_get(client: Client, name: str, target: str, force: bool = False,
-            resume: bool = False, verify: bool = False, show_progress: bool = False) -> int:
-    """Download ``name`` to ``target`` (see ``common.files.download_atomically``).
-
-    A cut connection keeps the part file and says how to resume it.
-    """
-    if os.path.lexists(target) and not force:
-        raise DestinationExists("%s already exists (use --force to replace it)" % target)
-    remote = client.stat(name)
-    with progress_bar(name, remote.size, show_progress, initial=None) as progress:
+def cmd_mkdir(client: Client, path: Path, parents: bool = False) -> None:
+    """Make a folder; with ``parents`` also the missing folders above it, and an
+    existing folder is fine (as mkdir -p)."""
+    if not path:
+        raise LocalError("the root folder always exists")
+    for depth in range(1 if parents else len(path), len(path) + 1):
+        here = path[:depth]
         try:
-            return download_atomically(client, name, target, overwrite=force, resume=resume,
-                                       keep_partial=True, verify=verify, progress=progress,
-                                       remote=remote)
-        except Unverified:
-            raise  # it says what to do
-        except Partial as exc:
-            raise Partial("%s; run again with --continue to resume" % exc) from None
+            client.mkdir(here)
+        except Exists:
+            entry = stat_or_none(client, here)
+            if entry is not None and entry.is_folder and (parents or depth < len(path)):
+                continue
+            what = "a folder" if entry is not None and entry.is_folder else "a file"
+            raise Exists("%s already exists (%s)" % (text(here), what)) from None
+        except NotFound:
+            raise NotFound("no such folder in the library: %s (mkdir -p makes it)"
+                           % text(here[:-1])) from None
 
 
-# -- put ---------------------------------------------------------------------
-
-def cmd_put(client: Client, path: str, name: str | None = None, size: int | None = None,
-            show_progress: bool = False) -> int:
-    """Upload one local file (or stdin for ``-``); return the bytes sent."""
-    if path == "-":
-        if not name or size is None:
-            raise LocalError("put - needs --as NAME and --size N")
-        source = sys.stdin.buffer
-        with progress_bar(name, size, show_progress) as progress:
-            return client.put(name, source, size, progress=progress)
-    name = name or os.path.basename(path.rstrip(os.sep))
+def cmd_rm(client: Client, path: Path) -> None:
+    """Delete a file (to the trash where the server keeps one)."""
     try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        raise LocalNotFound("no such file: %s" % path) from None
-    except IsADirectoryError:
-        raise LocalError("%s is a folder; upload files one by one" % path) from None
-    except PermissionError:
-        raise LocalError("cannot read %s: permission denied" % path) from None
-    with handle:
-        info = os.fstat(handle.fileno())
-        if stat.S_ISDIR(info.st_mode):
-            raise LocalError("%s is a folder; upload files one by one" % path)
-        with progress_bar(name, info.st_size, show_progress) as progress:
-            try:
-                return client.put(name, handle, info.st_size, progress=progress)
-            except Exists:
-                raise Exists("%s is already in the library" % name) from None
+        client.delete(path)
+    except NotFound:
+        entry = stat_or_none(client, path)
+        if entry is not None and entry.is_folder:
+            raise IsAFolder("%s is a folder; remove it with rmdir once it is empty"
+                            % text(path)) from None
+        raise NotFound("no such file in the library: %s" % text(path)) from None
+
+
+def cmd_rmdir(client: Client, path: Path) -> None:
+    """Remove an empty folder."""
+    if not path:
+        raise LocalError("the root folder cannot be removed")
+    try:
+        client.rmdir(path)
+    except NotEmpty:
+        raise NotEmpty("%s is not empty; remove what it holds first" % text(path)) from None
+    except NotFound:
+        entry = stat_or_none(client, path)
+        if entry is not None and not entry.is_folder:
+            raise IsAFolder("%s is a file; remove it with rm" % text(path)) from None
+        raise NotFound("no such folder in the library: %s" % text(path)) from None
+
+
+def cmd_mv(client: Client, source: Path, target: Path) -> None:
+    """Rename or move a file or folder; never replaces anything."""
+    if not source or not target:
+        raise LocalError("the root folder cannot be moved, nor anything moved onto it")
+    try:
+        client.rename(source, target)
+    except Exists:
+        raise Exists("%s already exists; mv never replaces (to move into a folder, end "
+                     "its name with /)" % text(target)) from None
+    except NotFound:
+        if stat_or_none(client, source) is None:
+            raise NotFound("no such file or folder in the library: %s" % text(source)) \
+                from None
+        raise NotFound("no such folder in the library: %s" % text(target[:-1])) from None
+
+
+# -- the trash ----------------------------------------------------------------------
+
+def cmd_trash(client: Client, as_json: bool = False, out=None) -> None:
+    """What can be restored, newest first."""
+    out = out or sys.stdout
+    entries = client.trash()
+    if as_json:
+        json.dump([{"id": e.id, "path": e.path, "size": e.size, "deleted": e.deleted}
+                   for e in entries], out, ensure_ascii=False, indent=2)
+        out.write("\n")
+        return
+    if not entries:
+        out.write("(the trash is empty)\n")
+        return
+    width = max(4, max(len(e.id) for e in entries)) + 2
+    out.write(pad("ID", width) + pad("DELETED", 18) + pad("SIZE", 10) + "PATH\n")
+    for entry in entries:
+        out.write(pad(entry.id, width) + pad(local_time(entry.deleted), 18)
+                  + pad(human_size(entry.size), 10) + entry.path + "\n")
+
+
+def cmd_restore(client: Client, trash_id: str, path: Path | None = None, out=None) -> None:
+    """Put a trashed file back, where it was or at ``path``."""
+    out = out or sys.stdout
+    where = text(path) if path is not None else None
+    if where is None:
+        where = next((e.path for e in client.trash() if e.id == trash_id), None)
+    try:
+        version = client.restore(trash_id, path)
+    except Exists:
+        raise Exists("%s already exists; restore it elsewhere: restore %s NEW_PATH"
+                     % (where or "its path", trash_id)) from None
+    except NotFound:
+        raise NotFound("nothing in the trash has the id %s (or the folder it goes to is gone)"
+                       % trash_id) from None
+    out.write("restored %s (version %s)\n" % (where or trash_id, version))
+
+
+def cmd_df(client: Client, as_json: bool = False, out=None) -> None:
+    out = out or sys.stdout
+    free, total = client.space()
+    if as_json:
+        json.dump({"free": free, "total": total}, out)
+        out.write("\n")
+        return
+    used = 100.0 * (total - free) / total if total else 0.0
+    out.write("free:  %s (%d bytes)\ntotal: %s (%d bytes)\nused:  %.0f%%\n"
+              % (human_size(free), free, human_size(total), total, used))

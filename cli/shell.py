@@ -3,10 +3,12 @@
 One session for the whole shell, reopened with a clear message when the
 connection drops. A command interrupted by Ctrl+C (or cut in any other way)
 closes the session, whose framing is lost with bytes in flight; the next
-command opens a new one. Readline history (kept in the user's state folder)
-and tab completion of library names (for get, stat, hash) and local paths
-(for put), written back with the quoting the shell's own parser reads.
-Fed from a pipe, the shell exits with the code of its last failed command.
+command opens a new one. The shell has a current library folder (``cd``,
+``pwd``) that relative paths resolve against; ``..`` and ``/`` are arithmetic
+on this side, never sent. Readline history (kept in the user's state folder)
+and tab completion of library paths, folder by folder, and local paths (for
+put), written back with the quoting the shell's own parser reads. Fed from a
+pipe, the shell exits with the code of its last failed command.
 Single-threaded, in the terminal's process.
 """
 
@@ -20,18 +22,22 @@ import shlex
 import sys
 import time
 
-from cli import commands
+from cli import commands, transfer
 from cli.exits import EXIT_INTERRUPTED, EXIT_TRANSFER_FAILED, EXIT_USAGE, exit_code_for
-from common.client import ConnectionLost, ShelfError
+from cli.parsers import COMMANDS
+from cli.remote import Path, resolve, text
+from common.client import ConnectionLost, NotFound, ShelfError
 
 INTRO = """Shelf library at {address}. Commands:
-  ls               list the library          stat NAME   size and date
-  get NAME [DEST]  download (--force, --continue, --verify)
-  put FILE [NAME]  upload                    hash NAME   SHA-256
-  help, quit
-Names with spaces go in quotes; Tab completes names and paths."""
+  ls [FOLDER]        list                   cd FOLDER, pwd   the current folder
+  get [-r] PATH... [DEST]   download (--force, --continue, --verify)
+  put [-r] FILE... [FOLDER_OR_NAME]   upload (--replace, --continue)
+  stat, hash, mkdir, rm, rmdir, mv, trash, restore, df, help, quit
+Paths are relative to the current folder; names with spaces go in quotes;
+Tab completes library and local paths."""
 
 NAME_CACHE_SECONDS = 5.0
+PREFIXES = ("error: ", "")  # before a batch's errors and notes on stderr
 
 
 class ShellUsage(commands.LocalError):
@@ -48,13 +54,15 @@ class WordParser(argparse.ArgumentParser):
         raise ShellUsage((message or "").strip() or "usage: %s" % self.format_usage().strip())
 
 
-def get_parser() -> WordParser:
-    parser = WordParser(prog="get", add_help=False)
-    parser.add_argument("-f", "--force", action="store_true")
-    parser.add_argument("-c", "--continue", dest="resume", action="store_true")
-    parser.add_argument("--verify", action="store_true")
-    parser.add_argument("names", nargs="+", metavar="NAME [DEST]")
+def command_parser(name: str) -> WordParser:
+    summary, description, define = COMMANDS[name]
+    parser = WordParser(prog=name, add_help=False, description=description or summary)
+    define(parser)
     return parser
+
+
+def get_parser() -> WordParser:
+    return command_parser("get")
 
 
 class ShelfShell(cmd.Cmd):
@@ -62,12 +70,18 @@ class ShelfShell(cmd.Cmd):
         super().__init__(stdin=stdin, stdout=stdout)
         self.session = commands.Session(host, port, timeout)
         self.address = "%s:%d" % (host, port)
-        self.prompt = "shelf %s> " % self.address
-        self.names: list[str] = []
-        self.names_at = 0.0
+        self.current: Path = ()
+        self.listings: dict[Path, tuple[float, list]] = {}  # folder: (when, entries)
         self.interactive = sys.stdin.isatty() if stdin is None else False
         self.show_progress = sys.stderr.isatty()
+        self.quiet = False
         self.last_failure = 0  # exit code of the last command that failed
+        self.prompt_shown = True
+        self.update_prompt()
+
+    def update_prompt(self) -> None:
+        if self.prompt_shown:
+            self.prompt = "shelf %s:/%s> " % (self.address, "/".join(self.current))
 
     # -- the session -----------------------------------------------------------
 
@@ -135,57 +149,143 @@ class ShelfShell(cmd.Cmd):
         except ValueError as exc:
             raise ShellUsage("cannot read that line: %s" % exc) from None
 
+    def parse(self, name: str, arg: str):
+        return command_parser(name).parse_args(self.split(arg))
+
+    def path(self, typed: str) -> Path:
+        return resolve(typed, self.current)
+
+    def batch_result(self, code: int) -> None:
+        """A get, put or rm batch reported its own failures; keep its exit code."""
+        if code:
+            self.last_failure = code
+
+    def changed(self) -> None:
+        self.listings.clear()
+
+    # -- where we are ------------------------------------------------------------
+
+    def do_cd(self, arg: str) -> None:
+        """cd [FOLDER]: make FOLDER the current library folder (.. goes up, / or nothing
+        is the root)."""
+        words = self.split(arg)
+        if len(words) > 1:
+            return self.usage("cd [FOLDER]")
+        path = self.path(words[0]) if words else ()
+        if path:
+            entry = self.call(lambda client: commands.stat_or_none(client, path))
+            if entry is None:
+                raise NotFound("no such folder in the library: %s" % text(path))
+            if not entry.is_folder:
+                raise commands.IsAFolder("%s is a file, not a folder" % text(path))
+        self.current = path
+        self.update_prompt()
+
+    def do_pwd(self, arg: str) -> None:
+        """pwd: the current library folder."""
+        self.stdout.write("/%s\n" % "/".join(self.current))
+
     # -- commands ----------------------------------------------------------------
 
     def do_ls(self, arg: str) -> None:
-        """ls: list the library."""
-        self.call(lambda client: commands.cmd_ls(client, out=self.stdout))
+        """ls [FOLDER] [--json]: list a folder (default: the current one)."""
+        options = self.parse("ls", arg)
+        folder = self.path(options.folder)
+        self.call(lambda client: commands.cmd_ls(client, folder, options.json,
+                                                 out=self.stdout))
 
     def do_get(self, arg: str) -> None:
-        """get [--force] [--continue] [--verify] NAME... [DEST]: download NAME (to DEST,
-        a file or a folder; with several names, a folder)."""
-        options = get_parser().parse_args(self.split(arg))
-        names, dest = ((options.names, None) if len(options.names) == 1
-                       else (options.names[:-1], options.names[-1]))
-        for name, target in commands.resolve_destinations(names, dest):
-            try:
-                size = self.call(lambda client: commands.cmd_get(
-                    client, name, target, force=options.force, resume=options.resume,
-                    verify=options.verify, show_progress=self.show_progress))
-            except ConnectionLost:
-                raise  # the others cannot work either
-            except ShelfError as exc:
-                if len(names) == 1:
-                    raise
-                self.fail("error: %s" % exc, exit_code_for(exc))
-                continue
-            self.stdout.write("saved %s (%d bytes)\n" % (target, size))
+        """get [-r] [--force] [--continue] [--verify] PATH... [DEST]: download files (with
+        -r, folders) to DEST, a local file or folder (default: the local current folder)."""
+        options = self.parse("get", arg)
+        paths, dest = ((options.paths, None) if len(options.paths) == 1
+                       else (options.paths[:-1], options.paths[-1]))
+        self.batch_result(transfer.run_get(self.session, paths, dest, transfer.GetOptions(
+            recursive=options.recursive, force=options.force, resume=options.resume,
+            verify=options.verify, show_progress=self.show_progress, quiet=self.quiet),
+            current=self.current, out=self.stdout, always_report=True, prefixes=PREFIXES))
 
     def do_put(self, arg: str) -> None:
-        """put FILE [NAME]: upload FILE (as NAME)."""
-        words = self.split(arg)
-        if not 1 <= len(words) <= 2:
-            return self.usage("put FILE [NAME]")
-        path = os.path.expanduser(words[0])
-        name = words[1] if len(words) > 1 else None
-        size = self.call(lambda client: commands.cmd_put(client, path, name,
-                                                         show_progress=self.show_progress))
-        self.names_at = 0.0
-        self.stdout.write("stored %s (%d bytes)\n" % (name or os.path.basename(path), size))
+        """put [-r] [--replace] [--continue] FILE... [FOLDER_OR_NAME]: upload files (with -r,
+        folders) into the current library folder, or into FOLDER_OR_NAME."""
+        options = self.parse("put", arg)
+        files = [os.path.expanduser(word) for word in options.files]
+        files, target = transfer.split_put_words(files, options.name)
+        self.changed()
+        self.batch_result(transfer.run_put(self.session, files, target, transfer.PutOptions(
+            recursive=options.recursive, replace=options.replace, resume=options.resume,
+            show_progress=self.show_progress, quiet=self.quiet, size=options.size,
+            continue_hint="put", records=transfer.upload_records()),
+            current=self.current, out=self.stdout, always_report=True, prefixes=PREFIXES))
 
     def do_stat(self, arg: str) -> None:
-        """stat NAME: size and modification time."""
-        words = self.split(arg)
-        if len(words) != 1:
-            return self.usage("stat NAME")
-        self.call(lambda client: commands.cmd_stat(client, words[0], out=self.stdout))
+        """stat PATH: size, modification time and version of a file (or a folder)."""
+        options = self.parse("stat", arg)
+        path = self.path(options.path)
+        self.call(lambda client: commands.cmd_stat(client, path, options.json,
+                                                   out=self.stdout))
 
     def do_hash(self, arg: str) -> None:
-        """hash NAME: the SHA-256 of a file."""
-        words = self.split(arg)
-        if len(words) != 1:
-            return self.usage("hash NAME")
-        self.call(lambda client: commands.cmd_hash(client, words[0], out=self.stdout))
+        """hash PATH: the SHA-256 of a file."""
+        options = self.parse("hash", arg)
+        path = self.path(options.path)
+        self.call(lambda client: commands.cmd_hash(client, path, out=self.stdout))
+
+    def do_mkdir(self, arg: str) -> None:
+        """mkdir [-p] PATH: make a folder."""
+        options = self.parse("mkdir", arg)
+        path = self.path(options.path)
+        self.changed()
+        self.call(lambda client: commands.cmd_mkdir(client, path, options.parents))
+
+    def do_rm(self, arg: str) -> None:
+        """rm PATH...: delete files (to the trash where the server keeps one)."""
+        options = self.parse("rm", arg)
+        paths = [self.path(word) for word in options.paths]
+        self.changed()
+        batch = transfer.Batch(self.quiet, PREFIXES)
+        for path in paths:
+            batch.run(lambda path=path: self.call(lambda client: commands.cmd_rm(client,
+                                                                                  path)))
+        self.batch_result(batch.first_failure)
+
+    def do_rmdir(self, arg: str) -> None:
+        """rmdir PATH: remove an empty folder."""
+        path = self.path(self.parse("rmdir", arg).path)
+        self.changed()
+        self.call(lambda client: commands.cmd_rmdir(client, path))
+        if self.current[:len(path)] == path:
+            self.current = path[:-1]  # we were in it: it is gone
+            self.update_prompt()
+
+    def do_mv(self, arg: str) -> None:
+        """mv FROM TO: rename or move a file or folder (TO ending in / means into it)."""
+        from cli.__main__ import move_paths
+        options = self.parse("mv", arg)
+        source, target = move_paths(options.source, options.target, self.current)
+        self.changed()
+        self.call(lambda client: commands.cmd_mv(client, source, target))
+        if source and self.current[:len(source)] == source:
+            self.current = target + self.current[len(source):]  # we were in what moved
+            self.update_prompt()
+
+    def do_trash(self, arg: str) -> None:
+        """trash [--json]: the deleted files that can be restored, newest first."""
+        options = self.parse("trash", arg)
+        self.call(lambda client: commands.cmd_trash(client, options.json, out=self.stdout))
+
+    def do_restore(self, arg: str) -> None:
+        """restore ID [PATH]: put a deleted file back, where it was or at PATH."""
+        options = self.parse("restore", arg)
+        path = self.path(options.path) if options.path is not None else None
+        self.changed()
+        self.call(lambda client: commands.cmd_restore(client, options.id, path,
+                                                      out=self.stdout))
+
+    def do_df(self, arg: str) -> None:
+        """df [--json]: free and total space."""
+        options = self.parse("df", arg)
+        self.call(lambda client: commands.cmd_df(client, options.json, out=self.stdout))
 
     def do_quit(self, arg: str) -> bool:
         """quit: leave the shell."""
@@ -195,25 +295,48 @@ class ShelfShell(cmd.Cmd):
 
     # -- completion ----------------------------------------------------------------
 
-    def library_names(self) -> list[str]:
-        if time.monotonic() - self.names_at > NAME_CACHE_SECONDS:
-            try:
-                self.names = [entry.name for entry in self.call(lambda c: c.list())]
-            except ShelfError:
-                return self.names
-            self.names_at = time.monotonic()
-        return self.names
+    def folder_entries(self, folder: Path) -> list:
+        """The entries of a library folder, asked for at most every few seconds."""
+        seen = self.listings.get(folder)
+        if seen is not None and time.monotonic() - seen[0] < NAME_CACHE_SECONDS:
+            return seen[1]
+        try:
+            entries = self.call(lambda client: client.list(folder))
+        except ShelfError:
+            return seen[1] if seen else []
+        self.listings[folder] = (time.monotonic(), entries)
+        return entries
+
+    def library_paths(self, typed: str) -> list[tuple[str, bool]]:
+        """Library paths that start with ``typed``; a folder ends in / and is not done."""
+        head, slash, start = typed.rpartition("/")
+        try:
+            folder = resolve(head + slash, self.current) if slash else self.current
+        except ShelfError:
+            return []
+        prefix = head + slash
+        return [(prefix + entry.name + ("/" if entry.is_folder else ""), entry.is_folder)
+                for entry in self.folder_entries(folder) if entry.name.startswith(start)]
 
     def complete_names(self, text, line, begidx, endidx):
         start, typed, quote = current_word(line, endidx)
-        matches = [(name, False) for name in self.library_names() if name.startswith(typed)]
-        return completions(line, start, begidx, quote, matches)
+        return completions(line, start, begidx, quote, self.library_paths(typed))
 
-    complete_get = complete_stat = complete_hash = complete_names
+    complete_get = complete_stat = complete_hash = complete_ls = complete_names
+    complete_rm = complete_rmdir = complete_mv = complete_mkdir = complete_names
+
+    def complete_cd(self, text, line, begidx, endidx):
+        start, typed, quote = current_word(line, endidx)
+        folders = [(path, True) for path, folder in self.library_paths(typed) if folder]
+        return completions(line, start, begidx, quote, folders)
 
     def complete_put(self, text, line, begidx, endidx):
         start, typed, quote = current_word(line, endidx)
         return completions(line, start, begidx, quote, local_paths(typed))
+
+    def library_names(self) -> list[str]:
+        """The names in the current folder (kept for callers of 1.0)."""
+        return [entry.name for entry in self.folder_entries(self.current)]
 
 
 # -- completion: the shell's words, as shlex reads them ------------------------------
@@ -312,7 +435,7 @@ def run_shell(host: str, port: int, timeout: float, quiet: bool = False) -> int:
     interactive = sys.stdin.isatty()
     shell.interactive = interactive
     if quiet:
-        shell.show_progress = False
+        shell.show_progress, shell.quiet = False, True
     history = None
     if interactive:
         try:
@@ -325,7 +448,7 @@ def run_shell(host: str, port: int, timeout: float, quiet: bool = False) -> int:
             history = None
         shell.intro = INTRO.format(address=shell.address)
     else:
-        shell.prompt = ""
+        shell.prompt_shown, shell.prompt = False, ""
         shell.use_rawinput = False
     try:
         shell.cmdloop()
