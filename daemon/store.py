@@ -1,18 +1,20 @@
 """The library on disk: a path-based store with no policy.
 
 Every change shelfd makes to the library, and every read, goes through a
-``Store``: list, stat, open, upload (new or replace), delete, rename, mkdir,
-rmdir, the SHA-256 cache. What a session may do (permissions, size limits) is
-the grant's business, not the store's; the store only keeps the jail and the
-promises PROTOCOL.md (version 2) makes about files. It is to the session what
-pyftpdlib's AbstractedFS is to its handlers.
+``Store``: list, stat, open, delete, rename, mkdir, rmdir, the SHA-256 cache,
+and (in their own modules, behind the same Store methods) uploads that can be
+kept and resumed (daemon/uploads.py) and the trash (daemon/trash.py). What a
+session may do (permissions, size limits, its root) is the grant's business,
+not the store's; the store only keeps the jail and the promises PROTOCOL.md
+(version 2) makes about files. It is to the session what pyftpdlib's
+AbstractedFS is to its handlers.
 
 Concurrency: a Store is opened once (by the master) and inherited by every
 forked session process; a Store may also be used by several threads at once.
 It shares only the root's descriptor, which is never read from (a listing opens
 a descriptor of its own), so nothing a call does depends on another call.
-Several shelfd on several machines may serve the same library: nothing here
-relies on a pid, a host name or a device number.
+Several shelfd on several machines may serve the same library (over JuiceFS or
+NFS): nothing here relies on a pid, a host name or a device number.
 
 Paths
     A path is a sequence of decoded segments (``("photos", "hi.txt")``; ``()``
@@ -56,17 +58,19 @@ Versions
     versions at one path still mean equal bytes. Without one, a move changes
     the ctime, and so the version.
 
-Temporaries
-    An upload writes into a temporary of its own in its target folder (so the
-    final link never crosses a file system): an
-    ``O_TMPFILE`` (no name; linked into place with ``linkat`` via
-    /proc/self/fd) where the file system has it, else ``.shelf-upload.<128-bit
-    random hex>``, created O_EXCL and ``flock``-ed while it lives (flock works
-    across NFS clients), so no two uploads anywhere share a name and clean-up
-    (``remove_leftovers``, RMDIR) removes only temporaries nobody holds. An
-    O_TMPFILE leaves nothing behind when its process dies; a named one is left
-    unlocked, for the next clean-up. AT_EMPTY_PATH is not used: before Linux
-    6.10 it needs CAP_DAC_READ_SEARCH, which a service should not hold.
+Working folders
+    shelfd keeps its own files in hidden folders at the library root (a client
+    never names them: hidden names are invalid): ``.shelf-cache`` (SHA-256 by
+    version), ``.shelf-uploads`` and ``.shelf-trash``. Each is made 0700 by a
+    mkdir through the root's descriptor and opened O_NOFOLLOW | O_DIRECTORY, so
+    anything else planted under its name (a link, a file, a FIFO) is never
+    followed: no cache, and an IOFailure for uploads and the trash. Their small
+    JSON records are read through descriptors opened O_NONBLOCK, must be
+    regular files of at most MAX_RECORD bytes, and count as absent when they do
+    not parse or validate. A working file in use is ``flock``-ed (flock holds
+    across processes and, on JuiceFS and NFS, across machines); clean-up
+    removes only what it can lock, after checking that the name still names the
+    inode it locked.
 """
 
 from __future__ import annotations
@@ -76,20 +80,24 @@ import ctypes
 import errno
 import fcntl
 import io
+import json
+import math
 import os
 import re
 import stat
 import struct
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Sequence
 
 from common.protocol import ShelfError
 
 MAX_SEGMENT = 255                # bytes in one decoded segment
 MAX_PATH = 1024                  # bytes in a decoded path, separators included
 WORKING_PREFIX = ".shelf-"       # the server's own hidden files start with this
-TEMP_PREFIX = ".shelf-upload."
+TEMP_PREFIX = ".shelf-upload."   # the hash cache's temporaries (and shelfd 1's uploads)
 CACHE_FOLDER = ".shelf-cache"
+MAX_RECORD = 16 << 10            # bytes in a working folder's JSON record
+ORPHAN_AGE = 60                  # seconds before half of a crashed two-step change goes
 VERSION_XATTR = "user.shelf.version"
 FREE_SPACE_RESERVE = 1 << 20     # an upload must leave this much free
 HASH_BLOCK = 1 << 20
@@ -100,6 +108,7 @@ Segments = tuple[str, ...]
 Kind = Literal["file", "folder"]
 
 _TEMP_NAME = re.compile(r"\.shelf-upload\.[0-9a-f]{32}")
+_OLD_TEMP_NAME = re.compile(r"\.shelf-upload\.[0-9]+(\.[0-9a-f]{12})?")  # shelfd 1, at the root
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -166,6 +175,9 @@ def _failure(exc: OSError, action: str) -> StoreError:
         return Exists("exists")
     if exc.errno == errno.ENOTEMPTY:
         return NotEmpty("folder is not empty")
+    if exc.errno == errno.EXDEV:
+        return IOFailure("cannot %s: it would cross into another file system (a mount "
+                         "inside the library)" % action)
     return IOFailure("cannot %s: %s" % (action, (exc.strerror or str(exc)).lower()))
 
 
@@ -266,7 +278,7 @@ class Features:
     """What the kernel and file system offer; tests turn them off to test the fallbacks."""
 
     openat2: bool = True    # resolve a path in one openat2 call (else a walk)
-    tmpfile: bool = True    # try O_TMPFILE for temporaries (else named ones)
+    tmpfile: bool = True    # try O_TMPFILE for the hash cache's temporaries (else named ones)
     xattrs: bool = True     # read and stamp version ids (else stat-derived versions)
     noreplace: bool = True  # try renameat2(RENAME_NOREPLACE) (else files: link + unlink)
 
@@ -322,12 +334,6 @@ class OpenFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class FdSource(Protocol):
-    """Where an upload's bytes come from: ``common.protocol.Channel`` is one."""
-
-    def read_exact_to_fd(self, fd: int, count: int) -> OSError | None: ...
 
 
 # -- the store ---------------------------------------------------------------------
@@ -402,6 +408,31 @@ class Store:
             raise _failure(exc, "read the library") from None
         finally:
             os.close(parent)
+
+    def _working_folder(self, name: str, create: bool) -> int | None:
+        """A descriptor of the working folder ``name`` at the root (module docstring).
+
+        None if there is none and ``create`` is false; IOFailure if anything
+        but a real folder has that name (it is never followed nor replaced).
+        """
+        if create:
+            try:
+                os.mkdir(name, 0o700, dir_fd=self._root_fd)  # never follows a link
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise _failure(exc, "create %s" % name) from None
+        try:
+            return os.open(name, _FOLDER, dir_fd=self._root_fd)
+        except FileNotFoundError:
+            if create:
+                raise IOFailure("%s vanished from the library root" % name) from None
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise IOFailure("%s at the library root is not a folder (something else was "
+                                "put there; shelfd will not follow or replace it)" % name) from None
+            raise _failure(exc, "open %s" % name) from None
 
     def _describe(self, fd: int, name: str) -> Entry | None:
         """The Entry of an open descriptor, or None if it is not a file or folder."""
@@ -530,14 +561,9 @@ class Store:
         """A descriptor of CACHE_FOLDER if it is a real folder, else None (no cache)."""
         if not self.hash_cache:
             return None
-        if create:
-            try:
-                os.mkdir(CACHE_FOLDER, 0o700, dir_fd=self._root_fd)  # never follows a link
-            except OSError:
-                pass
         try:
-            return os.open(CACHE_FOLDER, _FOLDER, dir_fd=self._root_fd)
-        except OSError:
+            return self._working_folder(CACHE_FOLDER, create)
+        except StoreError:
             return None
 
     def _cache_get(self, key: str) -> str | None:
@@ -563,21 +589,38 @@ class Store:
         return None
 
     def _cache_put(self, key: str, value: str) -> None:
-        """Best effort: a cache that cannot be written is only slower, and leaves nothing."""
+        """Best effort: a cache that cannot be written is only slower, and leaves nothing.
+
+        The entry is written under no name (O_TMPFILE) or a locked temporary
+        one, then linked to its key, so a reader never sees half of one.
+        """
         folder = self._cache_folder(create=True)
         if folder is None:
             return
-        temporary = None
+        fd, name = -1, None
         try:
-            temporary = _Temporary(folder, self.features.tmpfile)
-            os.write(temporary.fd, (value + "\n").encode("ascii"))
-            os.fchmod(temporary.fd, 0o600)
-            temporary.link_into(folder, key)
+            if self.features.tmpfile:
+                try:
+                    fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600,
+                                 dir_fd=folder)
+                except OSError:
+                    fd = -1  # this file system has no O_TMPFILE
+            if fd < 0:
+                name = TEMP_PREFIX + os.urandom(16).hex()
+                fd = os.open(name, _NEW_FILE, 0o600, dir_fd=folder)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # clean-up leaves it alone
+            os.write(fd, (value + "\n").encode("ascii"))
+            if name is None:  # AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH before 6.10
+                os.link("/proc/self/fd/%d" % fd, key, dst_dir_fd=folder, follow_symlinks=True)
+            else:
+                os.link(name, key, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
         except OSError:
             pass  # EEXIST: another process cached it first
         finally:
-            if temporary is not None:
-                temporary.discard()
+            if name is not None:
+                _unlink_quietly(folder, name)
+            if fd >= 0:
+                os.close(fd)
             os.close(folder)
 
     def space(self) -> tuple[int, int]:
@@ -589,31 +632,6 @@ class Store:
         return max(0, vfs.f_bavail * vfs.f_frsize - self.reserve), vfs.f_blocks * vfs.f_frsize
 
     # -- changing --------------------------------------------------------------------
-
-    def begin_upload(self, path: Sequence[str | bytes], size: int,
-                     replace: bool = False) -> "Upload":
-        """Everything PUT checks before its first OK, then an Upload of ``size`` bytes.
-
-        Exists if something is at ``path`` (with ``replace``: anything but a
-        regular file), NotFound if its folder is not, Full if the bytes cannot fit.
-        """
-        path = validate_path(path)
-        if not path:
-            raise Exists("the root is a folder")
-        parent = self._open_folder(path[:-1])
-        try:
-            kind = _kind_at(parent, path[-1])
-            if kind is not None and (not replace or kind != "file"):
-                raise Exists("exists")
-            vfs = os.statvfs(parent)
-            if size + self.reserve > vfs.f_bavail * vfs.f_frsize:
-                raise Full("not enough free space")
-            temporary = _Temporary(parent, self.features.tmpfile)
-        except OSError as exc:
-            raise _failure(exc, "store") from None
-        finally:
-            os.close(parent)
-        return Upload(self, path, size, replace, temporary)
 
     def delete(self, path: Sequence[str | bytes]) -> None:
         """Remove a regular file (NotFound for anything else)."""
@@ -647,22 +665,17 @@ class Store:
             os.close(parent)
 
     def rmdir(self, path: Sequence[str | bytes]) -> None:
-        """Remove an empty folder: empty but for temporaries nobody holds (removed first)."""
+        """Remove an empty folder: one with no entry at all, hidden ones included.
+
+        No working file of ours lives in a user's folder (uploads wait in
+        .shelf-uploads), so the kernel's own ENOTEMPTY is the whole test.
+        """
         path = validate_path(path)
         if not path:
             raise Invalid("the root cannot be removed")
         parent = self._open_folder(path[:-1])
         try:
-            folder = self._open_folder(path)
-            try:
-                names = os.listdir(folder)
-                if any(not _TEMP_NAME.fullmatch(name) for name in names):
-                    raise NotEmpty("folder is not empty")
-                if not all(_remove_unowned(folder, name) for name in names):
-                    raise NotEmpty("folder holds an upload in progress")
-            finally:
-                os.close(folder)
-            os.rmdir(path[-1], dir_fd=parent)
+            os.rmdir(path[-1], dir_fd=parent)  # a link or file: ENOTDIR, never followed
             self._sync(parent)
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
@@ -730,29 +743,83 @@ class Store:
             raise
 
     def remove_leftovers(self) -> list[Segments]:
-        """Remove the temporaries no live upload holds, in every folder (at start)."""
-        removed = []
-        pending: list[Segments] = [(), ]
-        while pending:
-            path = pending.pop()
+        """At start: what crashes left behind and nobody holds (another shelfd may run).
+
+        Half-made kept uploads and trash entries (ORPHAN_AGE old), the hash
+        cache's temporaries, and shelfd 1's upload temporaries at the root.
+        Kept uploads and trashed files wait for their expiry. No tree walk:
+        nothing of ours lives in a user's folder. Paths are from the root.
+        """
+        removed: list[Segments] = []
+        for folder_path, pattern in (((), _OLD_TEMP_NAME), ((CACHE_FOLDER,), _TEMP_NAME)):
             try:
-                fd = self._open_folder(path)
+                fd = (self._open_folder(()) if not folder_path else
+                      self._working_folder(CACHE_FOLDER, create=False))
             except StoreError:
                 continue
+            if fd is None:
+                continue
             try:
-                with os.scandir(fd) as scan:
-                    for item in scan:
-                        if _TEMP_NAME.fullmatch(item.name):
-                            if _remove_unowned(fd, item.name):
-                                removed.append(path + (item.name,))
-                        elif item.is_dir(follow_symlinks=False) and (
-                                _listable(item.name) or (not path and item.name == CACHE_FOLDER)):
-                            pending.append(path + (item.name,))
+                removed += [folder_path + (name,) for name in os.listdir(fd)
+                            if pattern.fullmatch(name) and _remove_unowned(fd, name)]
             except OSError:
                 pass
             finally:
                 os.close(fd)
+        for module in (_uploads, _trash):
+            try:
+                removed += module.remove_orphans(self)
+            except StoreError:
+                pass  # a working folder that is not one: every request says so
         return removed
+
+    # -- kept uploads (daemon/uploads.py) and the trash (daemon/trash.py) -----------------
+
+    def begin_upload(self, path: Sequence[str | bytes], size: int, replace: bool = False,
+                     owner: str = "anonymous") -> "_uploads.Upload":
+        """PUT's checks (Exists, NotFound, Full), then an Upload of ``size`` bytes."""
+        return _uploads.begin_upload(self, path, size, replace, owner)
+
+    def resume_upload(self, token: str, owner: str) -> "_uploads.Upload":
+        """RESUME: the kept upload ``token`` of ``owner`` (NotFound, Full)."""
+        return _uploads.resume_upload(self, token, owner)
+
+    def drop_upload(self, token: str, owner: str) -> None:
+        """ABORT: remove the kept upload ``token`` of ``owner`` (NotFound)."""
+        _uploads.drop_upload(self, token, owner)
+
+    def expire_uploads(self, max_age_seconds: float) -> int:
+        """Remove kept uploads nobody holds, older than that (0: all); how many."""
+        return len(_uploads.expire(self, max_age_seconds))
+
+    def cap_uploads(self, owner: str, keep: int) -> int:
+        """Remove all but the ``keep`` newest of ``owner``'s kept uploads; how many went."""
+        return _uploads.cap_uploads(self, owner, keep)
+
+    def kept_bytes(self) -> int:
+        """Bytes held by kept uploads and uploads in progress."""
+        return _uploads.kept_bytes(self)
+
+    def trash_file(self, path: Sequence[str | bytes], owner: str = "anonymous") -> str:
+        """DELETE with a trash: move a regular file to the trash; its id (NotFound)."""
+        return _trash.trash_file(self, path, owner)
+
+    def trash_listing(self, within: Sequence[str | bytes] = ()) -> "list[_trash.TrashEntry]":
+        """Trashed files whose path is below ``within``, newest first."""
+        return _trash.trash_listing(self, within)
+
+    def restore(self, trash_id: str, target: Sequence[str | bytes] | None = None,
+                within: Sequence[str | bytes] = ()) -> Entry:
+        """RESTORE: put a trashed file back (Exists, NotFound, Invalid); its Entry."""
+        return _trash.restore(self, trash_id, target, within)
+
+    def purge(self, trash_id: str, within: Sequence[str | bytes] = ()) -> None:
+        """PURGE: remove a trashed file for good (NotFound)."""
+        _trash.purge(self, trash_id, within)
+
+    def expire_trash(self, max_age_seconds: float) -> int:
+        """Remove files trashed longer ago than that (0: all); how many."""
+        return len(_trash.expire(self, max_age_seconds))
 
 
 def _kind_at(folder_fd: int, name: str) -> Kind | Literal["other"] | None:
@@ -764,236 +831,142 @@ def _kind_at(folder_fd: int, name: str) -> Kind | Literal["other"] | None:
     return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
 
 
+def _same_file(folder_fd: int, name: str, st: os.stat_result) -> bool:
+    """Whether ``name`` (not followed) still is the file ``st`` describes."""
+    try:
+        now = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
 def _unlink_if_same(folder_fd: int, name: str, st: os.stat_result) -> None:
     """Unlink ``name`` if it still is the file ``st`` describes."""
     try:
-        now = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
-        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+        if _same_file(folder_fd, name, st):
             os.unlink(name, dir_fd=folder_fd)
     except OSError:
         pass
 
 
-def _remove_unowned(folder_fd: int, name: str) -> bool:
-    """Unlink a temporary if it is a regular file no live upload holds; True if gone."""
+def _unlink_quietly(folder_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=folder_fd)
+    except OSError:
+        pass
+
+
+def _lock_if_unowned(folder_fd: int, name: str) -> tuple[int, os.stat_result] | None:
+    """(fd, stat) of ``name``, locked, if it is a regular file nobody holds; else None.
+
+    The name is checked again after the lock: whoever held it may have
+    removed it (and another file may have taken the name) in between.
+    """
     try:
         fd = os.open(name, _ENTRY, dir_fd=folder_fd)
     except OSError:
-        return False
+        return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while an upload holds it
-        now = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            return False
+        if stat.S_ISREG(st.st_mode):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while someone holds it
+            if _same_file(folder_fd, name, st):
+                return fd, st
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _remove_unowned(folder_fd: int, name: str) -> bool:
+    """Unlink a working file if it is a regular file nobody holds; True if gone."""
+    held = _lock_if_unowned(folder_fd, name)
+    if held is None:
+        return False
+    try:
         os.unlink(name, dir_fd=folder_fd)
         return True
     except OSError:
         return False
     finally:
-        os.close(fd)
+        os.close(held[0])
 
 
-# -- temporaries and uploads ---------------------------------------------------------
+# -- records: the small JSON files of the working folders ------------------------------
 
-class _Temporary:
-    """A file of our own in one folder: nameless (O_TMPFILE) or a locked random name.
-
-    The flock is taken at creation and held until ``discard``: a named
-    temporary is unlinked before its descriptor (and lock) is closed, so
-    clean-up never takes a live one for a leftover.
-    """
-
-    def __init__(self, folder_fd: int, anonymous: bool):
-        self.folder_fd = os.dup(folder_fd)
-        self.name: str | None = None
-        try:
-            fd = self._create_anonymous() if anonymous else None
-            self.fd = self._create_named() if fd is None else fd
-        except BaseException:
-            os.close(self.folder_fd)
-            raise
-
-    def _create_anonymous(self) -> int | None:
-        try:
-            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600,
-                         dir_fd=self.folder_fd)
-        except OSError as exc:
-            if exc.errno == errno.EPERM and os.fstat(self.folder_fd).st_nlink == 0:
-                raise FileNotFoundError(errno.ENOENT, "folder removed") from None
-            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                return None  # this file system has no O_TMPFILE
-            raise
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # for the name it may get later
-        return fd
-
-    def _create_named(self) -> int:
-        for _ in range(16):
-            name = TEMP_PREFIX + os.urandom(16).hex()
-            try:
-                fd = os.open(name, _NEW_FILE, 0o600, dir_fd=self.folder_fd)
-            except FileExistsError:
-                continue
-            if self._lock_as(fd, name):
-                self.name = name
-                return fd
-            os.close(fd)
-        raise OSError(errno.EEXIST, "no free temporary name")
-
-    def _lock_as(self, fd: int, name: str) -> bool:
-        """Lock a new temporary; False if a clean-up took it in between."""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            now = os.stat(name, dir_fd=self.folder_fd, follow_symlinks=False)
-        except OSError:
-            return False
-        st = os.fstat(fd)
-        return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
-
-    def link_into(self, folder_fd: int, name: str) -> None:
-        """Give the file the name ``name`` (EEXIST if taken); the temporary stays."""
-        if self.name is None:
-            os.link("/proc/self/fd/%d" % self.fd, name, dst_dir_fd=folder_fd,
-                    follow_symlinks=True)
-        else:
-            os.link(self.name, name, src_dir_fd=self.folder_fd, dst_dir_fd=folder_fd,
-                    follow_symlinks=False)
-
-    def forget_name(self) -> None:
-        """Unlink the temporary's name (once the file has its own), keeping the lock."""
-        if self.name is not None:
-            os.unlink(self.name, dir_fd=self.folder_fd)
-            self.name = None
-
-    def rename_over(self, folder_fd: int, name: str) -> None:
-        """Put the file at ``name``, atomically replacing a file there."""
-        if self.name is None:
-            for _ in range(16):
-                candidate = TEMP_PREFIX + os.urandom(16).hex()
-                try:
-                    self.link_into(self.folder_fd, candidate)
-                except FileExistsError:
-                    continue
-                self.name = candidate
-                break
-            else:
-                raise OSError(errno.EEXIST, "no free temporary name")
-        os.rename(self.name, name, src_dir_fd=self.folder_fd, dst_dir_fd=folder_fd)
-        self.name = None
-
-    def discard(self) -> None:
-        """Unlink the name (if any), then close; idempotent."""
-        if self.fd < 0:
-            return
-        if self.name is not None:
-            try:
-                os.unlink(self.name, dir_fd=self.folder_fd)
-            except OSError:
-                pass
-            self.name = None
-        os.close(self.fd)
-        os.close(self.folder_fd)
-        self.fd = -1
-
-
-class Upload:
-    """One upload: bytes go to a temporary of its own; ``commit`` makes them a file.
-
-    Use as a context manager: leaving it without a commit drops the bytes.
-    Nothing appears at the path before ``commit`` returns; after any failure
-    nothing appears and nothing is replaced.
-    """
-
-    def __init__(self, store: Store, path: Segments, size: int, replace: bool,
-                 temporary: _Temporary):
-        self.store = store
-        self.path = path
-        self.size = size
-        self.replace = replace
-        self.token = os.urandom(16).hex()  # names this upload (unique anywhere)
-        self._temporary = temporary
-        self._failure: StoreError | None = None
-
-    def __enter__(self) -> "Upload":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.abort()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes (for local producers); Full or IOFailure at once on error."""
+def _write_record(folder_fd: int, name: str, record: dict, durable: bool) -> int:
+    """Create the record ``name`` (FileExistsError if taken); its open descriptor."""
+    data = json.dumps(record, separators=(",", ":")).encode("ascii")
+    fd = os.open(name, _NEW_FILE, 0o600, dir_fd=folder_fd)
+    try:
         view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._temporary.fd, view):]
-        except OSError as exc:
-            self._failure = _failure(exc, "store")
-            raise self._failure from None
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(folder_fd, name)
+        raise
+    return fd
 
-    def receive_from(self, source: FdSource) -> None:
-        """Take the rest of the bytes from ``source`` (zero-copy where it can).
 
-        A disk error does not stop the source (it drains the bytes to keep the
-        framing) and then raises Full or IOFailure here; the source's own
-        errors (a broken connection) pass through untouched.
-        """
-        if self._temporary.fd < 0:
-            raise IOFailure("the upload is closed")
-        error = source.read_exact_to_fd(self._temporary.fd,
-                                        self.size - os.fstat(self._temporary.fd).st_size)
-        if error is not None:
-            self._failure = _failure(error, "store")
-            raise self._failure
+def _open_record(folder_fd: int, name: str) -> int | None:
+    """A descriptor of ``name`` (never a link; a FIFO does not block), or None."""
+    try:
+        return os.open(name, _ENTRY, dir_fd=folder_fd)
+    except OSError:
+        return None
 
-    def commit(self) -> Entry:
-        """fsync the file, put it at its path, fsync the folder; the stored Entry.
 
-        Exists: another upload stored the path first (without ``replace``), or
-        a folder took it. NotFound: the folder went away. Full, IOFailure.
-        """
-        temporary = self._temporary
-        try:
-            if self._failure is not None:
-                raise self._failure
-            if temporary.fd < 0:
-                raise IOFailure("the upload is closed")
-            if os.fstat(temporary.fd).st_size != self.size:
-                raise IOFailure("upload incomplete")
-            os.fchmod(temporary.fd, FILE_MODE)
-            self.store._stamp(temporary.fd)
-            self.store._sync(temporary.fd)
-            self._place()
-            return self.store._describe(temporary.fd, self.path[-1])
-        except OSError as exc:
-            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY):
-                raise Exists("a folder is at that path") from None
-            raise _failure(exc, "store") from None
-        finally:
-            self.abort()
+def _read_record(fd: int) -> dict | None:
+    """The JSON object in an open record; None unless it is a small regular file of one."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD:
+            return None
+        data = os.pread(fd, MAX_RECORD + 1, 0)
+    except OSError:
+        return None
+    if len(data) > MAX_RECORD:
+        return None
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested to death
+        return None
+    return record if isinstance(record, dict) else None
 
-    def _place(self) -> None:
-        """Link (new) or rename (replace) into the folder the path names now."""
-        name = self.path[-1]
-        parent = self.store._open_folder(self.path[:-1])
-        try:
-            if not self.replace:
-                self._temporary.link_into(parent, name)
-                try:
-                    self._temporary.forget_name()  # before the Entry: ctime moves
-                    self.store._sync(parent)
-                except OSError:  # nothing may appear after a failure
-                    _unlink_if_same(parent, name, os.fstat(self._temporary.fd))
-                    raise
-            else:
-                if _kind_at(parent, name) not in (None, "file"):
-                    raise Exists("exists")
-                self._temporary.rename_over(parent, name)
-                self.store._sync(parent)
-        finally:
-            os.close(parent)
 
-    def abort(self) -> None:
-        """Drop the bytes (idempotent; also after a commit, where it only closes)."""
-        self._temporary.discard()
+def _recorded_path(value: object) -> Segments | None:
+    """A path read from a record, if it names a file (a valid path, not the root)."""
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(segment, str) for segment in value):
+        return None
+    try:
+        return validate_path(value)
+    except Invalid:
+        return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _is_below(path: Segments, folder: Segments) -> bool:
+    """Whether ``path`` is strictly inside ``folder``."""
+    return len(path) > len(folder) and path[:len(folder)] == folder
+
+
+# Uploads and the trash build on everything above; they import this module,
+# so they are imported last (either module may be the one imported first).
+from daemon import trash as _trash, uploads as _uploads  # noqa: E402
+
+
+def __getattr__(name: str):
+    """``Upload`` and ``TrashEntry``, for callers that name them through this module."""
+    if name == "Upload":
+        return _uploads.Upload
+    if name == "TrashEntry":
+        return _trash.TrashEntry
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

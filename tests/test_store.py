@@ -3,7 +3,7 @@
 Real files under tmp_path and the real kernel, no mocks. Every test that takes
 ``tree`` runs twice: "native" (openat2, O_TMPFILE, xattr versions,
 renameat2(RENAME_NOREPLACE), as detected) and "portable" (the no-follow walk,
-named temporaries, stat-derived versions, link + unlink). Next to the library
+named cache temporaries, stat-derived versions, link + unlink). Next to the library
 sits an "outside" tree with the same names; after every test nothing in it may
 have been read, listed, written, linked or removed (its atimes are set back so
 that a read shows).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ from common.protocol import Channel, ConnectionLost
 from daemon.store import (CACHE_FOLDER, MAX_PATH, TEMP_PREFIX, Changed, Entry, Exists,
                           Features, Full, Invalid, IOFailure, NotEmpty, NotFound, Store,
                           StoreError, Unsupported, parse_path, validate_path, version_of)
+from daemon.trash import TRASH_FOLDER
+from daemon.uploads import UPLOADS_FOLDER
 
 FAIL_CODES = {"invalid", "denied", "notfound", "changed", "notempty", "toolarge", "full",
               "io", "toolong"}  # PROTOCOL.md v2's table
@@ -123,7 +127,27 @@ def names(store: Store, path: str = "") -> list[str]:
 
 
 def leftovers(root: Path) -> list[str]:
-    return [str(p) for p in root.rglob(TEMP_PREFIX + "*")]
+    """Upload bytes anywhere: temporaries in folders, or anything in .shelf-uploads."""
+    found = [str(p) for p in root.rglob(TEMP_PREFIX + "*")]
+    if (root / UPLOADS_FOLDER).is_dir():
+        found += [str(p) for p in (root / UPLOADS_FOLDER).iterdir()]
+    return sorted(found)
+
+
+def on_disk(folder: Path) -> list[str]:
+    """The names in a folder but for the store's working folders, which must be empty."""
+    found = sorted(os.listdir(folder))
+    for working in (UPLOADS_FOLDER, TRASH_FOLDER):
+        if working in found:
+            assert os.listdir(folder / working) == [], working
+            found.remove(working)
+    return found
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make a file look ``seconds`` old (mtime; clean-up never sleeps to find out)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
 
 
 def outcome(call) -> str:
@@ -267,7 +291,7 @@ def test_paths_of_1024_bytes_work_and_1025_are_invalid(tree):
     store.delete(folders + ["q"])
     for depth in range(len(folders), 0, -1):
         store.rmdir(folders[:depth])
-    assert os.listdir(tree.root) == [CACHE_FOLDER]
+    assert on_disk(tree.root) == [CACHE_FOLDER]
 
 
 # -- hostile trees ---------------------------------------------------------------------
@@ -457,43 +481,46 @@ def assert_inside(found) -> None:
 
 
 def test_planted_working_files_of_every_kind_are_left_alone(tree):
+    """Things named like shelfd 1's upload temporaries: only a stale file at the root goes."""
     store, root = tree.store, tree.root
     (root / "d").mkdir()
     planted = {}
-    for kind in ("symlink", "fifo", "folder", "socket", "file-not-ours"):
-        name = TEMP_PREFIX + os.urandom(16).hex() if kind != "file-not-ours" else \
-            TEMP_PREFIX + "not-a-token"
-        path = root / "d" / name
-        if kind == "symlink":
-            path.symlink_to(tree.outside.path / "secret.txt")
-        elif kind == "fifo":
-            os.mkfifo(path)
-        elif kind == "folder":
-            path.mkdir()
-            (path / "inside.txt").write_bytes(b"x")
-        elif kind == "socket":
-            folder_fd = os.open(root / "d", os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                with socket.socket(socket.AF_UNIX) as sock:
-                    sock.bind("/proc/self/fd/%d/%s" % (folder_fd, name))
-            finally:
-                os.close(folder_fd)
-        else:
-            path.write_bytes(b"x")
-        planted[name] = kind
-    stale = TEMP_PREFIX + os.urandom(16).hex()
-    (root / "d" / stale).write_bytes(b"a crashed upload")
+    for folder in (root, root / "d"):
+        for number, kind in enumerate(("symlink", "fifo", "folder", "socket", "file-not-ours")):
+            name = TEMP_PREFIX + ("%d" % number if kind != "file-not-ours" else "not-a-token")
+            path = folder / name
+            if kind == "symlink":
+                path.symlink_to(tree.outside.path / "secret.txt")
+            elif kind == "fifo":
+                os.mkfifo(path)
+            elif kind == "folder":
+                path.mkdir()
+                (path / "inside.txt").write_bytes(b"x")
+            elif kind == "socket":
+                folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    with socket.socket(socket.AF_UNIX) as sock:
+                        sock.bind("/proc/self/fd/%d/%s" % (folder_fd, name))
+                finally:
+                    os.close(folder_fd)
+            else:
+                path.write_bytes(b"x")
+            planted[path] = kind
+    stale = TEMP_PREFIX + "4242"  # shelfd 1 named them by pid, at the root
+    (root / stale).write_bytes(b"a crashed upload")
+    (root / "d" / stale).write_bytes(b"not ours: nothing of ours lives in a folder")
     (root / CACHE_FOLDER).symlink_to(tree.outside.path / "cache")
 
     entry = store_file(store, "d/new.txt", b"new")
     assert store.sha256(["d", "new.txt"])[0] == hashlib.sha256(b"new").hexdigest()
-    assert store.remove_leftovers() == [("d", stale)]
-    assert sorted(os.listdir(root / "d")) == sorted([*planted, "new.txt"])
+    assert store.remove_leftovers() == [(stale,)]
+    assert sorted(os.listdir(root / "d")) == sorted(
+        [p.name for p in planted if p.parent.name == "d"] + [stale, "new.txt"])
     assert store.listing(["d"]) == [entry]
     store.delete(["d", "new.txt"])
     with pytest.raises(NotEmpty):  # what is not ours counts, hidden or not
         store.rmdir(["d"])
-    assert sorted(os.listdir(root / "d")) == sorted(planted)
+    assert all(os.path.lexists(path) for path in planted)
     tree.outside.assert_untouched()
 
 
@@ -506,7 +533,7 @@ def test_a_planted_cache_folder_is_no_cache(tree, kind):
      "symlink": lambda: cache.symlink_to(tree.outside.path / "cache")}[kind]()
     for _ in range(2):
         assert store.sha256(["f"])[0] == hashlib.sha256(b"data").hexdigest()
-    assert sorted(os.listdir(root)) == sorted([CACHE_FOLDER, "f"])
+    assert on_disk(root) == sorted([CACHE_FOLDER, "f"])
 
 
 @pytest.mark.timeout(20)
@@ -522,45 +549,54 @@ def test_planted_cache_entries_are_misses(tree, kind):
     assert store.sha256(["f"])[0] == hashlib.sha256(b"data").hexdigest()
 
 
-# -- temporaries -----------------------------------------------------------------------
+# -- where uploads wait ------------------------------------------------------------------
 
-def test_a_live_temporary_survives_clean_up_and_a_stale_one_does_not(tmp_path):
+def test_a_live_upload_survives_clean_up_and_a_stale_orphan_does_not(tmp_path):
     root = tmp_path / "library"
     (root / "d").mkdir(parents=True)
-    with Store(root, features=Features(tmpfile=False)) as store:
-        stale = root / "d" / (TEMP_PREFIX + os.urandom(16).hex())
-        stale.write_bytes(b"left by a crash")
+    with Store(root) as store:
         with store.begin_upload(["d", "f"], 4) as upload:
             upload.write(b"live")
-            live = [p for p in leftovers(root) if p != str(stale)]
-            assert len(live) == 1
+            live = leftovers(root)
+            assert [Path(p).name for p in live] == [upload.token, upload.token + ".info"]
+            orphan = root / UPLOADS_FOLDER / os.urandom(16).hex()  # bytes whose record is gone
+            orphan.write_bytes(b"left by a crash")
+            age(orphan, 120)
             cleaner = subprocess.run(  # another process (another shelfd) cleans up
                 [sys.executable, "-c", "import sys; from daemon.store import Store;"
-                 " print(len(Store(sys.argv[1]).remove_leftovers()))", str(root)],
+                 " s = Store(sys.argv[1]); print(len(s.remove_leftovers()),"
+                 " s.expire_uploads(0))", str(root)],
                 capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
                 timeout=30)
-            assert cleaner.stdout.strip() == "1", cleaner.stderr
+            assert cleaner.stdout.split() == ["1", "0"], cleaner.stderr
             assert leftovers(root) == live
-            with pytest.raises(NotEmpty):
-                store.rmdir(["d"])
             upload.commit()
         assert leftovers(root) == []
         assert read(store, "d/f") == b"live"
 
 
-def test_an_upload_in_progress_has_no_name_where_the_kernel_allows(tree):
+def test_an_upload_in_progress_lives_only_in_the_uploads_folder(tree):
     store, root = tree.store, tree.root
-    with store.begin_upload(["f"], 3) as upload:
+    store.mkdir(["d"])
+    with store.begin_upload(["d", "f"], 3, owner="alice") as upload:
         upload.write(b"abc")
-        hidden = os.listdir(root)
-        if store.features.tmpfile:
-            assert hidden == []
-        else:
-            assert len(hidden) == 1 and re.fullmatch(r"\.shelf-upload\.[0-9a-f]{32}", hidden[0])
-    assert os.listdir(root) == []
+        assert re.fullmatch(r"[0-9a-f]{32}", upload.token)
+        assert (upload.path, upload.size, upload.replace, upload.offset) == (("d", "f"), 3,
+                                                                             False, 0)
+        assert os.listdir(root / "d") == []
+        assert sorted(os.listdir(root)) == [UPLOADS_FOLDER, "d"]
+        assert stat.S_IMODE(os.lstat(root / UPLOADS_FOLDER).st_mode) == 0o700
+        info = json.loads((root / UPLOADS_FOLDER / (upload.token + ".info")).read_bytes())
+        assert info["path"] == ["d", "f"] and info["size"] == 3 and info["owner"] == "alice"
+        assert info["replace"] is False and abs(info["created"] - time.time()) < 60
+        assert (root / UPLOADS_FOLDER / upload.token).read_bytes() == b"abc"
+        store.rmdir(["d"])  # nothing of the upload is in d: it is empty
+        with pytest.raises(NotFound):
+            upload.commit()
+    assert on_disk(root) == []
 
 
-def test_many_uploads_in_one_process_each_have_their_own_temporary(tree):
+def test_many_uploads_in_one_process_each_have_their_own_files(tree):
     store = tree.store
     uploads = [store.begin_upload(["f%d" % n], 1000) for n in range(50)]
     try:
@@ -604,7 +640,7 @@ def test_aborted_and_incomplete_uploads_leave_nothing(tree):
         upload.write(b"abc")
         with pytest.raises(IOFailure):
             upload.commit()
-    assert os.listdir(root) == []
+    assert on_disk(root) == []
 
 
 def test_upload_checks_before_the_bytes(tree):
@@ -623,7 +659,7 @@ def test_upload_checks_before_the_bytes(tree):
             store.begin_upload(path, 1)
     with pytest.raises(Full):
         store.begin_upload(["big"], store.space()[1] + 1)
-    assert sorted(os.listdir(root)) == ["d", "f"]
+    assert on_disk(root) == ["d", "f"]
 
 
 def test_the_first_commit_wins_and_replace_keeps_readers_on_their_version(tree):
@@ -706,7 +742,7 @@ def test_a_broken_channel_leaves_nothing(tree):
                 upload.commit()
     finally:
         channel.close()
-    assert os.listdir(tree.root) == []
+    assert on_disk(tree.root) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
@@ -737,7 +773,7 @@ for step in (lambda: upload.receive_from(Channel(right)), upload.commit):
     except Full:
         print("full")
 upload.abort()
-print(sorted(os.listdir(root)))
+print(sorted(os.listdir(root)), os.listdir(os.path.join(root, ".shelf-uploads")))
 """
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" -c "$3"'
@@ -746,7 +782,8 @@ print(sorted(os.listdir(root)))
     if "mount" in result.stderr and result.returncode:
         pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:4] == ["refused", "full", "full", "['filler']"]
+    assert result.stdout.split("\n")[:4] == ["refused", "full", "full",
+                                             "['.shelf-uploads', 'filler'] []"]
 
 
 # -- versions ----------------------------------------------------------------------------
@@ -853,7 +890,7 @@ def test_delete_mkdir_rmdir(tree):
         store.rmdir([])
     store.delete(["d", "f"])
     store.rmdir(["d"])
-    assert os.listdir(root) == []
+    assert on_disk(root) == []
     with pytest.raises(Exists):
         store.mkdir([])
 
@@ -1015,7 +1052,7 @@ def test_racing_deletes_and_mkdirs_have_one_winner(tree):
     assert sorted(results) == ["exists"] * (RACERS - 1) + ["ok"]
     results = race_processes(RACERS, lambda n: store.rmdir(["d"]))
     assert sorted(results) == ["notfound"] * (RACERS - 1) + ["ok"]
-    assert os.listdir(tree.root) == []
+    assert on_disk(tree.root) == []
 
 
 def test_a_mixed_race_leaves_only_whole_files(tree):
