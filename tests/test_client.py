@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from common.client import (Cancelled, CannotConnect, Client, ConnectionLost, Exists, NotFound,
-                           RemoteError, ServerBusy)
+from common.client import (Cancelled, CannotConnect, Changed, Client, ConnectionLost, Exists,
+                           NotEmpty, NotFound, RemoteError, ServerBusy)
 from common.protocol import InvalidName
 from helpers import wait_for
 
@@ -27,17 +27,19 @@ def test_list_stat_hash_get_put(shelfd, library, tmp_path):
         assert client.list() == []
         with open(source, "rb") as handle:
             seen = []
-            assert client.put("my file ✓.bin", handle, len(data), progress=seen.append) == len(data)
+            stored = client.put("my file ✓.bin", handle, len(data), progress=seen.append)
+        assert stored.size == len(data) and stored.version
         assert seen[-1] == len(data)
         (entry,) = client.list()
-        assert (entry.name, entry.size) == ("my file ✓.bin", len(data))
+        assert (entry.name, entry.size, entry.version) == ("my file ✓.bin", len(data),
+                                                           stored.version)
         assert client.stat("my file ✓.bin").size == len(data)
         assert client.hash("my file ✓.bin") == hashlib.sha256(data).hexdigest()
         sink = io.BytesIO()
-        assert client.get("my file ✓.bin", sink) == len(data)
+        assert client.get("my file ✓.bin", sink) == (len(data), stored.version)
         assert sink.getvalue() == data
         tail = io.BytesIO()
-        client.get("my file ✓.bin", tail, offset=1_000_000)
+        client.get("my file ✓.bin", tail, offset=1_000_000, version=stored.version)
         assert tail.getvalue() == data[1_000_000:]
         client.noop()
     assert (library / "my file ✓.bin").read_bytes() == data
@@ -107,7 +109,8 @@ def test_cancelled_upload_leaves_nothing(shelfd, library, tmp_path):
         client.put("big.bin", handle, 200 << 20, progress=calls.append,
                    cancel=lambda: len(calls) >= 1)
     client.close()
-    wait_for(lambda: os.listdir(library) == [], what="the cut upload to vanish")
+    wait_for(lambda: [n for n in os.listdir(library) if not n.startswith(".")] == [],
+             what="the cut upload not to appear")
 
 
 def test_connection_lost_when_the_server_dies(daemon_factory, library):
@@ -131,3 +134,60 @@ def test_connection_lost_when_the_server_dies(daemon_factory, library):
         client.get("big.bin", sink, progress=kill_everything)
     client.close()
     assert killed
+
+
+def test_folders_versions_trash_and_space(daemon_factory, library):
+    daemon = daemon_factory(library, "--anonymous", "rwdm")
+    with connect(daemon) as client:
+        assert {"folders", "trash", "resume"} <= client.features
+        client.mkdir("photos")
+        with pytest.raises(Exists):
+            client.mkdir("photos")
+        first = client.put("photos/a.txt", io.BytesIO(b"one"), 3)
+        (folder,) = client.list()
+        assert folder.is_folder and folder.name == "photos" and folder.version is None
+        assert client.stat("photos").is_folder
+        second = client.put("photos/a.txt", io.BytesIO(b"two"), 3, replace=True)
+        assert second.version != first.version
+        with pytest.raises(Changed):
+            client.get("photos/a.txt", io.BytesIO(), offset=1, version=first.version)
+        with pytest.raises(NotEmpty):
+            client.rmdir("photos")
+        client.rename("photos/a.txt", "b.txt")
+        client.delete("b.txt")
+        (trashed,) = client.trash()
+        assert trashed.path == "b.txt" and trashed.size == 3
+        assert client.restore(trashed.id, "photos/back.txt")
+        assert (library / "photos" / "back.txt").read_bytes() == b"two"
+        free, total = client.space()
+        assert 0 < free <= total
+
+
+def test_a_cut_upload_resumes_from_its_token(shelfd, library):
+    data = os.urandom(3 << 20)
+    tokens = []
+
+    class Cut(Exception):
+        pass
+
+    def cut(done):
+        if done >= 1 << 20:
+            raise Cut()
+
+    client = connect(shelfd)
+    with pytest.raises(Cut):
+        client.put("r.bin", io.BytesIO(data), len(data), progress=cut, on_token=tokens.append)
+    client.close()
+    (token,) = tokens
+    with connect(shelfd) as again:
+        stored = wait_for(lambda: resume_or_none(again, token, data), what="the kept upload")
+        assert stored.size == len(data)
+    assert (library / "r.bin").read_bytes() == data
+
+
+def resume_or_none(client, token, data):
+    """RESUME once the server has kept the cut upload (its session ends first)."""
+    try:
+        return client.resume(token, io.BytesIO(data), len(data), path="r.bin")
+    except NotFound:
+        return None
