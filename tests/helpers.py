@@ -87,7 +87,9 @@ class Daemon:
         return Raw(self.port)
 
     def children(self) -> list[int]:
-        return process_children(self.pid)
+        """Session and ready processes (the short-lived clean-up process left out)."""
+        return [pid for pid in process_children(self.pid)
+                if process_name(pid) != "shelfd clean-up"]
 
     def sessions(self) -> list[int]:
         """The processes serving a session now (ready pool processes are not)."""
@@ -215,3 +217,26 @@ class Raw:
         if not reply.startswith("OK "):
             return reply, None
         return reply, self.exact(int(reply.split()[1]))
+
+
+GREETING = "READY shelf/2"  # then the server's features
+
+
+def greeted(line: str | bytes) -> bool:
+    """True if ``line`` is a version-2 greeting (whatever the features)."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    return line.rstrip("\n") == GREETING or line.startswith(GREETING + " ")
+
+
+def visible(root) -> list[str]:
+    """What a user sees in a library folder: the server's working folders left out."""
+    return sorted(name for name in os.listdir(root) if not name.startswith(".shelf-"))
+
+
+def upload_temporaries(root) -> list[str]:
+    """The data files of uploads in progress or kept for RESUME (``.shelf-uploads``)."""
+    folder = Path(root) / ".shelf-uploads"
+    if not folder.is_dir():
+        return []
+    return sorted(name for name in os.listdir(folder) if not name.endswith(".info"))

@@ -483,7 +483,7 @@ def test_symlink_inside_the_root_pointing_outside(shelfd, library, tmp_path):
         assert conn.request("PUT dirlink/new.txt 3").startswith("FAIL notfound ")
         assert conn.request("MKDIR dirlink/new").startswith("FAIL notfound ")
     assert secret.read_text() == "secret"
-    assert sorted(os.listdir(tmp_path)) == ["library", "secret.txt"]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("new")]
 
 
 def test_hidden_file_not_listed_served_or_writable(shelfd, library):
@@ -549,7 +549,7 @@ def test_stalled_upload_counts_as_idle(daemon_factory, library):
         conn.send(b"x" * 10)
         conn.sock.settimeout(10)
         assert conn.closed_by_peer()
-    wait_for(lambda: "broken" in daemon.log(), what="the broken upload's log line")
+    wait_for(lambda: " broken: " in daemon.log(), what="the broken upload's log line")
     assert visible(library) == []
 
 

@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from helpers import ROOT, Daemon, Raw, python_env, wait_for
+from helpers import (ROOT, Daemon, Raw, greeted, python_env, upload_temporaries, visible,
+                     wait_for)
 
 
 def shelfd(*args, timeout=30, cwd=None, env=None) -> subprocess.CompletedProcess:
@@ -78,19 +79,19 @@ def test_planted_cache_symlink_is_never_followed(shelfd, library, tmp_path):
     outside.mkdir()
     data = os.urandom(5000)
     (library / "a.bin").write_bytes(data)
-    st = (library / "a.bin").stat()
-    key = "%d-%d-%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
+    key = _cache_key(library / "a.bin")
     (outside / key).write_text("0" * 64 + "\n")  # a forged digest, outside the root
     (library / ".shelf-cache").symlink_to(outside)
     with shelfd.connect() as conn:
-        assert conn.request("HASH a.bin") == "OK sha256 " + hashlib.sha256(data).hexdigest()
-        assert conn.request("HASH a.bin") == "OK sha256 " + hashlib.sha256(data).hexdigest()
+        assert conn.request("HASH a.bin") .startswith("OK sha256 %s " % hashlib.sha256(data).hexdigest())
+        assert conn.request("HASH a.bin") .startswith("OK sha256 %s " % hashlib.sha256(data).hexdigest())
     assert os.listdir(outside) == [key]  # nothing written outside the root
 
 
 def _cache_key(path) -> str:
-    st = path.stat()
-    return "%d-%d-%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
+    """The hash cache's key: the file's version (one put there by hand has no stored id)."""
+    from daemon.store import version_of
+    return version_of(path.stat(), None)
 
 
 @pytest.mark.parametrize("plant", ["fifo", "folder", "not-utf8", "garbage"])
@@ -111,7 +112,7 @@ def test_hostile_cache_entries_are_misses(daemon_factory, library, plant):
         entry.write_text("z" * 64)
     with daemon.connect() as conn:
         conn.sock.settimeout(5)  # a FIFO hung 1.0 until the idle timeout
-        assert conn.request("HASH a.bin") == "OK sha256 " + hashlib.sha256(data).hexdigest()
+        assert conn.request("HASH a.bin") .startswith("OK sha256 %s " % hashlib.sha256(data).hexdigest())
         assert conn.request("NOOP") == "OK"
 
 
@@ -137,8 +138,8 @@ def test_hash_on_a_full_disk_leaves_no_temporaries(daemon_factory, tmp_path):
         try:
             with daemon.connect() as conn:
                 for _ in range(3):
-                    assert conn.request("HASH a.bin") == ("OK sha256 "
-                                                          + hashlib.sha256(data).hexdigest())
+                    assert conn.request("HASH a.bin") .startswith(
+                        "OK sha256 %s " % hashlib.sha256(data).hexdigest())
         finally:
             daemon.stop()
         assert os.listdir(root / ".shelf-cache") == []
@@ -146,39 +147,51 @@ def test_hash_on_a_full_disk_leaves_no_temporaries(daemon_factory, tmp_path):
         subprocess.run(["umount", "-l", str(root)], check=False)
 
 
-def test_folder_planted_at_the_upload_temporary(daemon_factory, library):
-    daemon = daemon_factory(library, "--prefork", "1")
-    ready = wait_for(daemon.children, what="the ready session process")[0]
-    (library / (".shelf-upload.%d" % ready)).mkdir()
-    (library / (".shelf-upload.%d" % ready) / "keep").write_text("not ours")
+def test_planted_uploads_folder_is_never_followed(daemon_factory, library, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (library / ".shelf-uploads").symlink_to(outside)
+    daemon = daemon_factory(library)
     with daemon.connect() as conn:
-        assert conn.put("a.bin", b"abc") == ("OK", "OK 3")
+        reply = conn.request("PUT a.bin 3")
+        assert reply.startswith("FAIL io "), reply
         assert conn.request("NOOP") == "OK"
-    assert (library / "a.bin").read_bytes() == b"abc"
-    assert (library / (".shelf-upload.%d" % ready) / "keep").read_text() == "not ours"
+    assert os.listdir(outside) == []
+    assert visible(library) == []
 
 
 def test_a_second_daemon_keeps_the_first_ones_uploads(daemon_factory, library):
     first = daemon_factory(library)
     data = os.urandom(1_000_000)
     with first.connect() as conn:
-        assert conn.request("PUT big.bin %d" % len(data)) == "OK"
+        assert conn.request("PUT big.bin %d" % len(data)).startswith("OK ")
         conn.send(data[:400_000])
-        wait_for(lambda: [n for n in os.listdir(library) if n.startswith(".shelf-upload.")],
-                 what="the upload's temporary")
+        wait_for(lambda: upload_temporaries(library), what="the upload's temporary")
         second = daemon_factory(library, "--read-only")
-        assert "unfinished upload" not in second.log()
+        with second.connect() as other:
+            assert other.request("NOOP") == "OK"
         conn.send(data[400_000:])
-        assert conn.line() == "OK %d" % len(data)
+        assert conn.line().startswith("OK %d " % len(data))
     assert (library / "big.bin").read_bytes() == data
 
 
-def test_start_removes_a_leftover_but_not_a_folder(daemon_factory, library):
-    (library / ".shelf-upload.999999").write_bytes(b"half")
-    (library / ".shelf-upload.999998").mkdir()
-    daemon = daemon_factory(library)
-    assert sorted(os.listdir(library)) == [".shelf-upload.999998"]
-    assert "removed .shelf-upload.999999" in daemon.log()
+def test_start_keeps_kept_uploads_and_planted_folders(daemon_factory, library):
+    first = daemon_factory(library)
+    conn = first.connect()
+    token = conn.request("PUT half.bin 10").split(" ")[1]
+    conn.send(b"12345")
+    wait_for(lambda: (library / ".shelf-uploads" / token).stat().st_size == 5,
+             what="the first bytes")
+    conn.close()
+    first.stop()
+    (library / ".shelf-uploads" / "planted").mkdir()
+    second = daemon_factory(library)
+    with second.connect() as again:  # a restart keeps a broken upload for RESUME
+        assert again.request("RESUME " + token) == "OK 5"
+        again.send(b"67890")
+        assert again.line().startswith("OK 10 ")
+    assert (library / "half.bin").read_bytes() == b"1234567890"
+    assert (library / ".shelf-uploads" / "planted").is_dir()
 
 
 # -- the master never dies, and a crashed master can be replaced ------------------
@@ -199,7 +212,7 @@ def test_a_killed_master_is_replaced_while_an_orphan_lives(tmp_path, library, mo
             assert int(pidfile.read_text()) == second.pid
             for _ in range(4):  # every client is greeted by the new master's sessions
                 with Raw(port) as conn:
-                    assert conn.greeting == "READY shelf/1"
+                    assert greeted(conn.greeting)
                     assert conn.request("NOOP") == "OK"
             if not mode:
                 assert orphan.request("NOOP") == "OK"  # the orphan finishes its session
@@ -280,7 +293,7 @@ def test_out_of_descriptors_the_master_backs_off(daemon_factory, library):
         assert len(shelfd.log()) - log_before < 1000
         resource.prlimit(shelfd.pid, resource.RLIMIT_NOFILE, (1024, hard))
         waiting.settimeout(10)
-        assert waiting.recv(64) == b"READY shelf/1\n"  # served once descriptors are back
+        assert greeted(waiting.recv(64))  # served once descriptors are back
     finally:
         waiting.close()
 
@@ -389,8 +402,8 @@ def test_a_burst_of_300_clients_are_all_answered(daemon_factory, library, mode):
         lines = [a.split(b"\n")[0] for a in answers.values()]
         unanswered = sum(1 for a in answers.values() if b"\n" not in a)
         assert unanswered == 0, "%d of 300 clients never got a line" % unanswered
-        assert set(lines) <= {b"READY shelf/1", b"BUSY"}, set(lines)
-        assert lines.count(b"READY shelf/1") >= 1
+        assert all(greeted(line) or line == b"BUSY" for line in lines), set(lines)
+        assert sum(1 for line in lines if greeted(line)) >= 1
     finally:
         selector.close()
         for sock in socks:
@@ -404,20 +417,21 @@ def test_max_per_ip_keeps_room_for_others(daemon_factory, library, mode):
     greedy = [daemon.connect() for _ in range(3)]
     try:
         for conn in greedy:
-            assert conn.greeting == "READY shelf/1"
+            assert greeted(conn.greeting)
         with Raw(daemon.port, greet=False) as fourth:
             assert fourth.line() == "BUSY"
         with socket.create_connection(("127.0.0.1", daemon.port), timeout=10,
                                       source_address=("127.0.0.2", 0)) as other:
-            assert other.recv(64) == b"READY shelf/1\n"  # another address still gets in
+            assert greeted(other.recv(64))  # another address still gets in
         assert "max_per_ip" in daemon.log()
     finally:
         for conn in greedy:
             conn.close()
-    def greeted() -> bool:  # the slots come back once the sessions have ended
+    def served_again() -> bool:  # the slots come back once the sessions have ended
         with daemon.connect() as again:
-            return again.greeting == "READY shelf/1" and again.request("NOOP") == "OK"
-    wait_for(lambda: all([greeted(), greeted(), greeted()]), what="three sessions again")
+            return greeted(again.greeting) and again.request("NOOP") == "OK"
+    wait_for(lambda: all([served_again(), served_again(), served_again()]),
+             what="three sessions again")
 
 
 def test_max_per_ip_default_is_a_quarter_of_max_clients(daemon_factory, library):
@@ -480,14 +494,18 @@ def test_a_slow_but_steady_reader_of_a_long_list_is_not_idle(daemon_factory, lib
 def test_zero_padded_numbers(shelfd, library):
     (library / "a.txt").write_bytes(b"0123456789")
     with shelfd.connect() as conn:
-        assert conn.get("a.txt", None) == ("OK 10", b"0123456789")
-        assert conn.request("GET a.txt 00000000000000000005") == "OK 5"
+        reply, data = conn.get("a.txt", None)
+        version = reply.split(" ")[2]
+        assert (reply, data) == ("OK 10 " + version, b"0123456789")
+        assert conn.request("GET a.txt 00000000000000000005") == "OK 5 " + version
         assert conn.exact(5) == b"56789"
-        assert conn.request("GET a.txt " + "0" * 2000 + "7") == "OK 3"
+        assert conn.request("GET a.txt " + "0" * 2000 + "7") == "OK 3 " + version
         assert conn.exact(3) == b"789"
-        assert conn.put("b.txt", b"") == ("OK", "OK 0")
-        assert conn.request("PUT c.txt 0000") == "OK"
-        assert conn.line() == "OK 0"
+        assert conn.request("GET a.txt 007 " + version) == "OK 3 " + version
+        assert conn.exact(3) == b"789"
+        assert conn.put("b.txt", b"")[1].startswith("OK 0 ")
+        assert conn.request("PUT c.txt 0000").startswith("OK ")
+        assert conn.line().startswith("OK 0 ")
 
 
 # -- the service --------------------------------------------------------------------
