@@ -17,8 +17,8 @@ import pytest
 
 from daemon.store import MAX_RECORD, Exists, Invalid, IOFailure, NotFound
 from daemon.trash import TRASH_FOLDER, TrashEntry
-from test_store import (RACERS, age, names, on_disk, race_processes, read, store_file,
-                        tree)  # noqa: F401 (tree is a fixture)
+from test_store import RACERS, age, names, on_disk, race_processes, read, store_file
+from test_store import tree  # noqa: F401 (the native/portable fixture, used by name)
 from test_uploads import locked_elsewhere
 
 
@@ -297,7 +297,7 @@ def test_hostile_records_are_left_out_and_refused(tree, kind):
 
 
 def test_ids_that_are_not_ids_name_nothing(tree):
-    store, root = tree.store, tree.root
+    store = tree.store
     store_file(store, "f", b"x")
     trash_id = store.trash_file(["f"])
     for bad in ("", "../" + trash_id, trash_id + ".info", "/" + trash_id, "x" * 65, "a b",

@@ -23,8 +23,8 @@ import pytest
 from common.protocol import Channel
 from daemon.store import MAX_RECORD, Exists, Full, Invalid, IOFailure, NotFound
 from daemon.uploads import UPLOADS_FOLDER
-from test_store import (age, leftovers, on_disk, open_store, race_processes, read, store_file,
-                        tree)  # noqa: F401 (tree is a fixture)
+from test_store import age, leftovers, on_disk, open_store, race_processes, read, store_file
+from test_store import tree  # noqa: F401 (the native/portable fixture, used by name)
 
 PROJECT = Path(__file__).resolve().parent.parent
 
