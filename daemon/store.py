@@ -350,7 +350,9 @@ class Store:
         self.reserve = reserve
         try:
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
+            raise NotFound("library root %s does not exist" % self.root) from None
+        except NotADirectoryError:
             raise NotFound("library root %s is not a folder" % self.root) from None
         except OSError as exc:
             raise IOFailure("cannot open library root %s: %s" % (self.root, exc.strerror)) from None

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import Daemon, Raw, python_env, wait_for, zombies_of
+from helpers import (Daemon, Raw, greeted, python_env, upload_temporaries, visible, wait_for,
+                     zombies_of)
 
 SOAK = bool(os.environ.get("SHELF_SOAK"))
 CORPUS = Path(__file__).parent / "corpus"
@@ -146,7 +147,7 @@ def test_fuzzed_request_lines_change_nothing(guarded, lines, ending):
     data = b"\n".join(lines) + ending
     expect_uploads(guarded, data)
     reply = send_and_close(guarded.daemon.port, data)
-    assert reply.startswith(b"READY shelf/1\n")
+    assert greeted(reply.split(b"\n")[0])
     first = reply.split(b"\n")[1] if reply.count(b"\n") > 1 else b""
     assert first.split(b" ")[0] in (b"", b"OK", b"EMPTY", b"FAIL", b"EXISTS")
     guarded.check()
@@ -163,7 +164,7 @@ def test_wrong_byte_counts_never_store_a_partial_file(guarded, size, sent, name)
     reply = send_and_close(guarded.daemon.port, ("PUT %s %d\n" % (encoded, size)).encode()
                            + payload)
     lines = reply.split(b"\n")
-    if len(lines) > 2 and lines[1] == b"OK" and lines[2] == b"OK %d" % size:
+    if len(lines) > 2 and lines[1].startswith(b"OK ") and lines[2].startswith(b"OK %d " % size):
         assert sent >= size and is_valid_name(name)
         guarded.stored[name] = payload[:size]
     guarded.check()
@@ -175,7 +176,7 @@ def test_seed_corpus_of_nasty_inputs(guarded):
     guarded.stored["more.bin"] = b"abc"  # 24-wrong-count-more: a whole 3-byte upload
     for path in files:
         reply = send_and_close(guarded.daemon.port, path.read_bytes())
-        assert reply.startswith(b"READY shelf/1\n"), path.name
+        assert greeted(reply.split(b"\n")[0]), path.name
         guarded.check()
     record("seed corpus", inputs=len(files), lost=0)
 
@@ -192,7 +193,7 @@ def test_random_sequences_of_valid_requests(guarded, steps):
             token = encode_name(name)
             if verb == "PUT":
                 first, final = conn.put(token, data)
-                if final == "OK %d" % len(data):
+                if final and final.startswith("OK %d " % len(data)):
                     guarded.stored[name] = data
                 else:
                     assert first == "EXISTS" or final == "EXISTS"
@@ -201,11 +202,12 @@ def test_random_sequences_of_valid_requests(guarded, steps):
                 if name in guarded.stored:
                     assert body == guarded.stored[name]
                 else:
-                    assert reply == "FAIL no such file"
+                    assert reply.startswith("FAIL notfound ")
             elif verb == "HASH":
                 reply = conn.request("HASH " + token)
                 if name in guarded.stored:
-                    assert reply == "OK sha256 " + hashlib.sha256(guarded.stored[name]).hexdigest()
+                    assert reply.startswith(
+                        "OK sha256 %s " % hashlib.sha256(guarded.stored[name]).hexdigest())
             elif verb == "LIST":
                 reply = conn.request("LIST")
                 count = 0 if reply == "EMPTY" else int(reply.split()[1])
@@ -246,9 +248,7 @@ def test_client_vanishes_at_random_points(guarded, direction):
                         break
                     got += len(chunk)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    wait_for(lambda: not [n for n in os.listdir(guarded.library) if n.startswith(".shelf-upload")],
-             what="temporaries to be removed")
-    guarded.check()
+    guarded.check()  # nothing visible: each cut upload's bytes wait hidden, for RESUME
     record("client vanishes mid-%s" % direction.upper(), faults=cuts, lost=0)
 
 
@@ -259,10 +259,9 @@ def test_daemon_killed_mid_put_then_restarted(daemon_factory, tmp_path):
     daemon = daemon_factory(root, "--pidfile", str(pidfile))
     (root / "whole.txt").write_text("whole")
     conn = daemon.connect()
-    assert conn.request("PUT half.bin 1000000") == "OK"
+    assert conn.request("PUT half.bin 1000000").startswith("OK ")
     conn.send(os.urandom(300_000))
-    wait_for(lambda: any(n.startswith(".shelf-upload") for n in os.listdir(root)),
-             what="the temporary")
+    wait_for(lambda: upload_temporaries(root), what="the temporary")
     children = daemon.sessions()
     daemon.stop(signal.SIGKILL)
     assert pidfile.exists()  # stale: its holder died without cleaning up
@@ -272,10 +271,10 @@ def test_daemon_killed_mid_put_then_restarted(daemon_factory, tmp_path):
     assert int(pidfile.read_text()) == again.pid
     assert "stale PID file" in again.log()
     assert all(os.path.exists("/proc/%d" % pid) for pid in children)
-    conn.close()  # the client goes: the orphan drops its unfinished upload itself
-    wait_for(lambda: sorted(os.listdir(root)) == ["whole.txt"], what="the temporary to go")
+    conn.close()  # the client goes: the orphan keeps its unfinished upload, hidden
     wait_for(lambda: all(not os.path.exists("/proc/%d" % pid) for pid in children),
              what="the orphaned session to go")
+    assert visible(root) == ["whole.txt"] and len(upload_temporaries(root)) == 1
     record("shelfd killed with SIGKILL mid-PUT, restarted", faults=1, lost=0)
 
 
@@ -298,14 +297,14 @@ def test_disk_full_during_put_fails_cleanly_and_recovers(daemon_factory, tmp_pat
             r"listening on \S+:(\d+)", log.read_text()), what="listening").group(1))
         with Raw(port) as conn:
             first, final = conn.put("too-big.bin", os.urandom(limit + 4096))
-            assert first == "OK"
-            assert final.startswith("FAIL ") and "too large" in final
+            assert first.startswith("OK ")
+            assert final.startswith("FAIL io ") and "too large" in final
             assert conn.request("NOOP") == "OK"  # the session goes on
-            assert os.listdir(root) == []
+            assert visible(root) == [] and upload_temporaries(root) == []
             data = os.urandom(limit // 2)
-            assert conn.put("fits.bin", data) == ("OK", "OK %d" % len(data))
+            assert conn.put("fits.bin", data)[1].startswith("OK %d " % len(data))
         assert (root / "fits.bin").read_bytes() == data
-        assert os.listdir(root) == ["fits.bin"]
+        assert visible(root) == ["fits.bin"] and upload_temporaries(root) == []
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
@@ -354,7 +353,7 @@ def test_concurrent_clients_mixed_load(daemon_factory, tmp_path):
         try:
             start.wait(30)
             with Raw(daemon.port) as conn:
-                assert conn.greeting == "READY shelf/1"
+                assert greeted(conn.greeting)
                 for step in range(operations):
                     choice = rng.random()
                     if choice < 0.25:
@@ -367,7 +366,7 @@ def test_concurrent_clients_mixed_load(daemon_factory, tmp_path):
                     elif choice < 0.8:
                         name = "unique-%d-%d.bin" % (number, step)
                         data = os.urandom(rng.randrange(0, 100_000))
-                        assert conn.put(name, data) == ("OK", "OK %d" % len(data))
+                        assert conn.put(name, data)[1].startswith("OK %d " % len(data))
                         with lock:
                             sent[name] = data
                             counts["bytes"] += len(data)
@@ -375,7 +374,7 @@ def test_concurrent_clients_mixed_load(daemon_factory, tmp_path):
                         name = rng.choice(shared)
                         data = os.urandom(50_000)
                         first, final = conn.put(name, data)
-                        if final == "OK 50000":
+                        if final and final.startswith("OK 50000 "):
                             with lock:
                                 race_wins[name].append(data)
                         else:
@@ -468,11 +467,12 @@ def test_temporaries_and_pidfile_have_safe_modes(daemon_factory, tmp_path):
     daemon = daemon_factory(root, "--pidfile", str(pidfile))
     assert pidfile.stat().st_mode & 0o777 == 0o644
     with daemon.connect() as conn:
-        assert conn.request("PUT slow.bin 100") == "OK"
+        assert conn.request("PUT slow.bin 100").startswith("OK ")
         conn.send(b"x" * 10)
-        temp = wait_for(lambda: [p for p in root.iterdir() if p.name.startswith(".shelf-upload")],
-                        what="the temporary")[0]
+        temp = root / ".shelf-uploads" / wait_for(lambda: upload_temporaries(root),
+                                                  what="the temporary")[0]
         assert temp.stat().st_mode & 0o777 == 0o600
+        assert (root / ".shelf-uploads").stat().st_mode & 0o777 == 0o700
         conn.send(b"x" * 90)
-        assert conn.line() == "OK 100"
+        assert conn.line().startswith("OK 100 ")
     assert (root / "slow.bin").stat().st_mode & 0o777 == 0o644

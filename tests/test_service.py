@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from helpers import ROOT, Daemon, Raw, python_env, wait_for, zombies_of
+from helpers import (ROOT, Daemon, Raw, python_env, upload_temporaries, visible, wait_for,
+                     zombies_of)
 
 
 def shelfd(*args, env=None, timeout=30) -> subprocess.CompletedProcess:
@@ -83,7 +84,8 @@ def test_daemon_detaches_writes_pidfile_and_stops_on_sigterm(detached, library):
     port = port_from_log(log_file)
     (library / "a.txt").write_text("served")
     with Raw(port) as conn:
-        assert conn.get("a.txt") == ("OK 6", b"served")
+        reply, body = conn.get("a.txt")
+        assert reply.startswith("OK 6 ") and body == b"served"
 
     again, _, _ = detached()
     assert again.returncode != 0
@@ -168,7 +170,7 @@ def test_config_file_and_command_line_precedence(daemon_factory, library, tmp_pa
     config.write_text("[shelfd]\nmax_clients = 1\nread_only = yes\n")
     daemon = daemon_factory(library, "--config", str(config), "--read-only")
     with daemon.connect() as conn:
-        assert conn.request("PUT a 1") == "FAIL library is read-only"
+        assert conn.request("PUT a 1").startswith("FAIL denied ")
         with Raw(daemon.port, greet=False) as second:
             assert second.line() == "BUSY"
 
@@ -212,14 +214,13 @@ def test_sighup_reopens_log_and_applies_config(daemon_factory, library, tmp_path
 def test_sigterm_during_a_stalled_upload_exits_within_grace(daemon_factory, library):
     daemon = daemon_factory(library, "--grace", "2")
     conn = daemon.connect()
-    assert conn.request("PUT big.bin %d" % (200 << 20)) == "OK"
+    assert conn.request("PUT big.bin %d" % (200 << 20)).startswith("OK ")
     conn.send(os.urandom(8 << 20))
-    wait_for(lambda: any(n.startswith(".shelf-upload") for n in os.listdir(library)),
-             what="the temporary")
+    wait_for(lambda: upload_temporaries(library), what="the temporary")
     started = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - started < 2 + 3
-    assert os.listdir(library) == []
+    assert visible(library) == []
     assert "grace period over" in daemon.log()
     conn.close()
 
@@ -230,7 +231,7 @@ def test_sigterm_lets_a_download_finish(daemon_factory, library):
     daemon = daemon_factory(library, "--grace", "20")
     with daemon.connect() as conn:
         reply = conn.request("GET film.bin")
-        assert reply == "OK %d" % len(data)
+        assert reply.startswith("OK %d " % len(data))
         first = conn.exact(1 << 20)
         daemon.proc.send_signal(signal.SIGTERM)
         rest = conn.exact(len(data) - (1 << 20))
@@ -243,14 +244,13 @@ def test_sigterm_lets_a_fast_upload_finish_with_ok(daemon_factory, library):
     daemon = daemon_factory(library, "--grace", "20")
     data = os.urandom(4 << 20)
     with daemon.connect() as conn:
-        assert conn.request("PUT late.bin %d" % len(data)) == "OK"
+        assert conn.request("PUT late.bin %d" % len(data)).startswith("OK ")
         conn.send(data[:1000])
-        wait_for(lambda: any(n.startswith(".shelf-upload") for n in os.listdir(library)),
-                 what="the temporary")
+        wait_for(lambda: upload_temporaries(library), what="the temporary")
         daemon.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: "stopping" in daemon.log(), what="the stop to begin")
         conn.send(data[1000:])
-        assert conn.line() == "OK %d" % len(data)
+        assert conn.line().startswith("OK %d " % len(data))
     assert daemon.proc.wait(20) == 0
     assert (library / "late.bin").read_bytes() == data
 
@@ -259,16 +259,19 @@ def test_killed_session_is_logged_and_others_are_served(shelfd, library):
     with shelfd.connect() as victim, shelfd.connect() as bystander:
         victim.request("NOOP")
         bystander.request("NOOP")
-        assert victim.request("PUT x.bin 100") == "OK"
+        before = set(shelfd.sessions())
+        assert victim.request("PUT x.bin 100").startswith("OK ")
         victim.send(b"x" * 10)
-        wait_for(lambda: any(n.startswith(".shelf-upload") for n in os.listdir(library)),
-                 what="the temporary")
-        upload_pids = [int(n.rsplit(".", 1)[1]) for n in os.listdir(library)]
-        os.kill(upload_pids[0], signal.SIGKILL)
+        wait_for(lambda: upload_temporaries(library), what="the temporary")
+        # The uploader is the session process whose descriptors include the temporary.
+        uploader = wait_for(lambda: [pid for pid in before if any(
+            ".shelf-uploads" in os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            for fd in os.listdir("/proc/%d/fd" % pid))], what="the uploading process")[0]
+        os.kill(uploader, signal.SIGKILL)
         wait_for(lambda: "was killed by SIGKILL" in shelfd.log(), what="the log line")
         assert bystander.request("NOOP") == "OK"
         assert victim.closed_by_peer()
-    assert os.listdir(library) == []
+    assert visible(library) == []
     with shelfd.connect() as fresh:
         assert fresh.request("LIST") == "EMPTY"
 
@@ -344,12 +347,21 @@ def test_systemd_notify_protocol(library, tmp_path):
             assert daemon.stop() == 0
 
 
-def test_leftover_temporaries_are_removed_at_start(daemon_factory, library):
-    (library / ".shelf-upload.12345").write_bytes(b"half a file")
+def test_expired_kept_uploads_are_removed_by_the_clean_up(daemon_factory, library):
+    uploads = library / ".shelf-uploads"
+    uploads.mkdir(mode=0o700)
+    token = "ab" * 16
+    (uploads / token).write_bytes(b"half a file")
+    (uploads / (token + ".info")).write_text(
+        '{"path": ["x.bin"], "size": 100, "replace": false, "owner": "anonymous", '
+        '"created": %d}' % (time.time() - 2 * 86400))
+    old = time.time() - 2 * 86400
+    os.utime(uploads / token, (old, old))
     (library / "whole.txt").write_text("whole")
     daemon = daemon_factory(library)
-    assert sorted(os.listdir(library)) == ["whole.txt"]
-    assert "unfinished upload from an earlier run" in daemon.log()
+    wait_for(lambda: os.listdir(uploads) == [], what="the clean-up")
+    assert visible(library) == ["whole.txt"]
+    wait_for(lambda: "1 broken uploads" in daemon.log(), what="its log line")
 
 
 def test_systemd_unit_is_sane():
