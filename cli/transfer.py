@@ -362,13 +362,14 @@ def put_file(session: Session, local: str, remote: Path, options: PutOptions,
         raise LocalError("cannot read %s: permission denied" % local) from None
     except OSError as exc:
         raise LocalError("cannot read %s: %s" % (local, why(exc))) from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise IsAFolder("%s is a folder; put -r uploads a folder" % local)
-        if not stat.S_ISREG(info.st_mode):
-            raise LocalError("%s is not a regular file; not uploaded" % local)
-        os.set_blocking(fd, True)
+        raise LocalError("%s is not a regular file; not uploaded" % local)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as handle:
         records = options.records
         name = text(remote)
         with progress_bar(name, info.st_size, options.show_progress,

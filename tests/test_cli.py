@@ -82,7 +82,8 @@ def test_put_existing_name_exits_1(shelfd, library, tmp_path):
     source.write_bytes(b"new")
     result = cli(shelfd, "put", str(source))
     assert result.returncode == 1
-    assert err(result) == "shelf-cli: video.mp4 is already in the library\n"
+    assert err(result) == ("shelf-cli: video.mp4 is already in the library "
+                           "(put --replace replaces it)\n")
     assert (library / "video.mp4").read_bytes() == b"old"
 
 
