@@ -22,8 +22,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.operations import (concurrent_downloads, download, small_files,  # noqa: E402
-                              session_rate, timed, upload, median_of)
+from bench.operations import (concurrent_downloads, download, list_folder,  # noqa: E402
+                              median_of, session_rate, small_files, timed, upload)
 from bench.burst import burst_figures  # noqa: E402
 from bench.report import plot, render  # noqa: E402
 from bench.servers import HttpServer, Limit, Nginx, PyFtpdlib, Shelf, Vsftpd  # noqa: E402
@@ -64,6 +64,14 @@ def main(argv=None) -> int:
             handle.write(block)
     with open(os.path.join(served, "par.bin"), "wb") as handle:
         handle.write(os.urandom(parallel_size))
+    wide_count = 10_000 if args.quick else 100_000
+    wide = os.path.join(served, "wide")
+    os.makedirs(wide)
+    wide_fd = os.open(wide, os.O_RDONLY | os.O_DIRECTORY)
+    for index in range(wide_count):  # empty files: a listing's cost, not the disk's
+        os.close(os.open("file-%06d.txt" % index, os.O_CREAT | os.O_WRONLY, 0o644,
+                         dir_fd=wide_fd))
+    os.close(wide_fd)
     names = ["small-%04d.bin" % index for index in range(small)]
     for name in names:
         with open(os.path.join(served, name), "wb") as handle:
@@ -160,7 +168,17 @@ def main(argv=None) -> int:
             seconds = median_of(rounds, lambda: small_files(server, names))
             results[server.name]["small_fps"] = small / seconds
 
-        # 5: sessions, and many parallel downloads
+        # 5: LIST of one folder of wide_count files, once warm
+        for server in servers:
+            try:
+                entries = list_folder(server, "wide")
+                seconds = median_of(rounds, lambda: timed(list_folder, server, "wide"))
+                results[server.name]["list_wide"] = {"seconds": seconds, "entries": entries}
+            except Exception as exc:  # noqa: BLE001 - a peer's failure is reported
+                report["missing"].append("%s LIST: %s" % (server.name, exc))
+        report["wide"] = wide_count
+
+        # 6: sessions, and many parallel downloads
         for server in servers:
             target = shelf_sessions if server is shelf else server
             results[server.name]["sessions"] = session_rate(target, clients, each)

@@ -40,7 +40,7 @@ def download(server, name: str, sink=None) -> int:
             return recv_all(sock, sink=sink)
     if server.kind == "shelf":
         with Client("127.0.0.1", server.port, timeout=60) as client:
-            return client.get(name, sink or Discard())
+            return client.get(name, sink or Discard()).length
     if server.kind == "http":
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(("GET /%s HTTP/1.0\r\nHost: x\r\n\r\n" % name).encode())
@@ -75,7 +75,7 @@ def upload(server, path: str, name: str) -> int:
             return size
         if server.kind == "shelf":
             with Client("127.0.0.1", server.port, timeout=120) as client:
-                return client.put(name, handle, size)
+                return client.put(name, handle, size).size
         ftp = ftplib.FTP()
         ftp.connect("127.0.0.1", server.port, timeout=120)
         ftp.login()
@@ -118,6 +118,26 @@ def small_files(server, names) -> float:
             ftp.retrbinary("RETR " + name, lambda data: None)
         ftp.quit()
     return time.perf_counter() - started
+
+
+def list_folder(server, folder: str) -> int:
+    """List one folder of the library once; the number of entries the server sent."""
+    if server.kind == "shelf":
+        with Client("127.0.0.1", server.port, timeout=120) as client:
+            return len(client.list(folder))
+    if server.kind == "http":
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        conn.request("GET", "/%s/" % folder)
+        body = conn.getresponse().read()
+        conn.close()
+        return body.count(b"<li>")
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", server.port, timeout=120)
+    ftp.login()
+    lines = []
+    ftp.retrlines("LIST " + folder, lines.append)
+    ftp.quit()
+    return len(lines)
 
 
 def one_session(kind: str, port: int) -> None:

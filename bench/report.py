@@ -31,6 +31,24 @@ def render_gui_batches(batches: dict) -> list:
     return out
 
 
+def render_listing(report: dict) -> list[str]:
+    """The table of one LIST of a wide folder, Shelf against the peers."""
+    rows = [(name, row["list_wide"]) for name, row in report["rows"].items()
+            if isinstance(row, dict) and row.get("list_wide")]
+    if not rows:
+        return []
+    out = ["", "LIST of one folder of %s files (median of the rounds, warm cache; "
+           "Shelf sends each file's size, mtime and version, which it reads with one "
+           "`open` + `fstat` + `fgetxattr` per file):" % format(report.get("wide", 0), ","),
+           "", "| server | seconds | entries | × Shelf |", "|---|---|---|---|"]
+    shelf = dict(rows).get("Shelf", {}).get("seconds")
+    for name, row in rows:
+        out.append("| %s | %s | %s | %s |" % (
+            name, fmt(row["seconds"], "%.2f"), format(row["entries"], ","),
+            fmt(row["seconds"] / shelf if shelf else None, "%.2f")))
+    return out
+
+
 def render(report: dict, args) -> str:
     rows = report["rows"]
     limit_get = rows["limit"]["get_gbps"]
@@ -66,6 +84,7 @@ def render(report: dict, args) -> str:
             fmt(row.get("small_fps"), "%.0f"), fmt(sessions.get("rate"), "%.0f"),
             "%s / %s" % (fmt(sessions.get("p50_ms"), "%.1f"), fmt(sessions.get("p99_ms"), "%.1f"))
             if sessions else "—", sessions.get("errors", "—") if sessions else "—"))
+    out += render_listing(report)
     shelf = rows["Shelf"]
     out += ["", "* limit, download: a bare `sendfile()` process into the receiver; upload: the "
             "receiver's `recv_into` + `write` into a file, in its own process.",

@@ -60,6 +60,7 @@ LINE_TOO_LONG = "line too long"
 
 _SPLICE = hasattr(os, "splice") and not os.environ.get("SHELF_NO_SPLICE")
 _TOKEN = re.compile(rb"[0-9A-Za-z_-]{1,%d}" % MAX_TOKEN)
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _DECIMAL = re.compile(rb"0*([0-9]{1,19})")  # leading zeros are allowed, not counted
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -138,7 +139,7 @@ def validate_name(raw: bytes | str) -> str:
         raise InvalidName("invalid name: names starting with '.' are hidden")
     if b"/" in raw:
         raise InvalidName("invalid name: contains '/'")
-    if any(b < 0x20 or b == 0x7F for b in raw):
+    if _CONTROL.search(raw):
         raise InvalidName("invalid name: contains a control character")
     try:
         return raw.decode("utf-8")

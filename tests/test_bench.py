@@ -17,3 +17,6 @@ def test_bench_smoke(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| Shelf |"))
     assert "—" not in row.split("|")[2]  # a download figure was measured
     assert (tmp_path / "performance.json").exists()
+    listing = next(line for line in text.splitlines() if line.startswith("| Shelf | ")
+                   and line.count("|") == 5)  # the LIST table: seconds, entries, ratio
+    assert listing.split("|")[3].strip() == "10,000"
