@@ -190,3 +190,122 @@ def test_any_split_of_lines_reads_back(lines, split):
     finally:
         left.close()
         right.close()
+
+
+# -- paths, tokens, replies (version 2) ----------------------------------------------
+
+@given(st.lists(valid_names, min_size=1, max_size=6))
+def test_any_valid_path_survives_encode_decode(segments):
+    from common.protocol import decode_path, encode_path
+    if sum(len(s.encode("utf-8")) for s in segments) + len(segments) - 1 > 1024:
+        with pytest.raises(InvalidName):
+            encode_path(segments)
+        return
+    encoded = encode_path(segments)
+    assert " " not in encoded and "\n" not in encoded
+    assert encoded.count("/") == len(segments) - 1  # a "/" inside a name is never raw
+    assert decode_path(encoded) == tuple(segments)
+    assert decode_path(encoded.encode("utf-8")) == tuple(segments)
+
+
+@pytest.mark.parametrize("token, expected", [
+    ("/", ()),
+    ("a", ("a",)),
+    ("a/b%20c", ("a", "b c")),
+    ("%C3%A9t%C3%A9/x", ("été", "x")),
+])
+def test_decode_path_examples(token, expected):
+    from common.protocol import decode_path
+    assert decode_path(token) == expected
+
+
+@pytest.mark.parametrize("token", ["", "/a", "a/", "a//b", "a/%2F", "a%2Fb", "a/../b", "a/./b",
+                                   "a/.hidden", "%zz/a", "a/%2", "/".join(["x"] * 513),
+                                   "a/" + "y" * 256])
+def test_invalid_paths_are_refused(token):
+    from common.protocol import decode_path
+    with pytest.raises(InvalidName):
+        decode_path(token)
+
+
+def test_split_path_forgives_one_leading_and_trailing_slash_only():
+    from common.protocol import split_path
+    assert split_path("") == () and split_path("/") == ()
+    assert split_path("/photos/2026/") == ("photos", "2026")
+    for bad in ("a//b", "../etc", "a/.x"):
+        with pytest.raises(InvalidName):
+            split_path(bad)
+
+
+@pytest.mark.parametrize("token, valid", [("abc_XYZ-09", True), ("a" * 64, True),
+                                          ("a" * 65, False), ("", False), ("a b", False),
+                                          ("a/b", False), ("é", False), ("a.b", False)])
+def test_tokens(token, valid):
+    from common.protocol import parse_token
+    if valid:
+        assert parse_token(token, "version") == token
+    else:
+        with pytest.raises(ProtocolError):
+            parse_token(token, "version")
+
+
+def test_greeting_and_failure_parsing():
+    from common.protocol import parse_greeting, split_failure
+    assert parse_greeting("READY shelf/2") == frozenset()
+    assert parse_greeting("READY shelf/2 login tls future-thing") == {"login", "tls",
+                                                                       "future-thing"}
+    assert parse_greeting("READY shelf/1") is None
+    assert parse_greeting("READY shelf/20") is None
+    assert split_failure("notfound no such file") == ("notfound", "no such file")
+    assert split_failure("toolong line too long") == ("toolong", "line too long")
+    assert split_failure("mystery code") == ("io", "mystery code")  # unknown codes are io
+
+
+# -- zero-copy is a property of each channel ------------------------------------------------
+
+class WrappedSocket(socket.socket):
+    """A socket subclass, as ssl.SSLSocket is: its bytes are not the file's bytes."""
+
+
+def test_zero_copy_is_on_for_plain_sockets_and_off_for_wrapped_ones():
+    left, right = socket.socketpair()
+    wrapped = WrappedSocket(fileno=left.detach())
+    try:
+        assert Channel(right).zero_copy is True
+        assert Channel(wrapped).zero_copy is False
+        assert Channel(right, zero_copy=False).zero_copy is False
+    finally:
+        wrapped.close()
+        right.close()
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+def test_uploads_and_downloads_frame_the_same_either_way(tmp_path, zero_copy):
+    import os
+    left, right = socket.socketpair()
+    left.settimeout(5)
+    right.settimeout(5)
+    receiver, sender = Channel(left, zero_copy=zero_copy), Channel(right, zero_copy=zero_copy)
+    payload = os.urandom(3 << 20)
+    source = tmp_path / "source.bin"
+    source.write_bytes(payload)
+    target = tmp_path / "target.bin"
+    try:
+        def send():
+            with open(source, "rb") as handle:
+                sender.send_file(handle, 1000, len(payload) - 1000)
+            sender.send_line("AFTER")
+        thread = threading.Thread(target=send)
+        thread.start()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            assert receiver.read_exact_to_fd(fd, len(payload) - 1000) is None
+        finally:
+            os.close(fd)
+        assert receiver.read_line() == b"AFTER"
+        thread.join(10)
+        assert target.read_bytes() == payload[1000:]
+        assert (receiver._pipe is None) == (not zero_copy or not hasattr(os, "splice"))
+    finally:
+        receiver.close()
+        sender.close()
