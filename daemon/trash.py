@@ -42,11 +42,11 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from daemon.store import (_ENTRY, ORPHAN_AGE, Entry, Exists, Invalid, NotAFile, NotFound,
-                          Segments, Store, StoreError, Unsupported, _failure, _is_below,
-                          _is_number, _kind_at, _lock_if_unowned, _read_record,
-                          _recorded_path, _same_file, _unlink_if_same, _unlink_quietly,
-                          _write_record, validate_path)
+from daemon.jail import (_ENTRY, ORPHAN_AGE, Exists, Invalid, NotAFile, NotFound, Segments,
+                         StoreError, Unsupported, _failure, _is_below, _is_number, _kind_at,
+                         _lock_if_unowned, _read_record, _recorded_path, _same_file,
+                         _unlink_if_same, _unlink_quietly, _write_record, validate_path)
+from daemon.store import (Entry, Store)
 
 TRASH_FOLDER = ".shelf-trash"
 

@@ -46,11 +46,11 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from daemon.store import (_ENTRY, _NEW_FILE, FILE_MODE, ORPHAN_AGE, Entry, Exists, Full,
-                          Invalid, IOFailure, NotFound, Segments, Store, StoreError, _failure,
-                          _is_number, _kind_at, _lock_if_unowned, _read_record, _recorded_path,
-                          _same_file, _unlink_if_same, _unlink_quietly, _write_record,
-                          validate_path)
+from daemon.jail import (_ENTRY, _NEW_FILE, FILE_MODE, ORPHAN_AGE, Exists, Full, Invalid,
+                         IOFailure, NotFound, Segments, StoreError, _failure, _is_number,
+                         _kind_at, _lock_if_unowned, _read_record, _recorded_path, _same_file,
+                         _unlink_if_same, _unlink_quietly, _write_record, validate_path)
+from daemon.store import (Entry, Store)
 
 UPLOADS_FOLDER = ".shelf-uploads"
 MAX_OWNER = 255  # characters in an owner's name as a record keeps it
