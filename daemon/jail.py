@@ -23,9 +23,8 @@ import stat
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from common.protocol import ShelfError
+from common.protocol import InvalidName, ShelfError, validate_name
 
-MAX_SEGMENT = 255                # bytes in one decoded segment
 MAX_PATH = 1024                  # bytes in a decoded path, separators included
 WORKING_PREFIX = ".shelf-"       # the server's own hidden files start with this
 TEMP_PREFIX = ".shelf-upload."   # the hash cache's temporaries (and shelfd 1's uploads)
@@ -43,7 +42,6 @@ Kind = Literal["file", "folder"]
 
 _TEMP_NAME = re.compile(r"\.shelf-upload\.[0-9a-f]{32}")
 _OLD_TEMP_NAME = re.compile(r"\.shelf-upload\.[0-9]+(\.[0-9a-f]{12})?")  # shelfd 1, at the root
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -118,28 +116,11 @@ def _failure(exc: OSError, action: str) -> StoreError:
 # -- paths ------------------------------------------------------------------------
 
 def validate_segment(segment: str | bytes) -> str:
-    """One segment as PROTOCOL.md v2 says: 1-255 bytes of UTF-8, no control, no leading dot."""
-    if isinstance(segment, str):
-        try:
-            raw = segment.encode("utf-8")
-        except UnicodeEncodeError:  # surrogate-escaped bytes of a non-UTF-8 name
-            raise Invalid("invalid path: not valid UTF-8") from None
-    else:
-        raw = bytes(segment)
-    if not raw:
-        raise Invalid("invalid path: empty segment")
-    if len(raw) > MAX_SEGMENT:
-        raise Invalid("invalid path: a segment is longer than %d bytes" % MAX_SEGMENT)
-    if raw[0] == 0x2E:
-        raise Invalid("invalid path: names starting with '.' are hidden")
-    if b"/" in raw:
-        raise Invalid("invalid path: '/' inside a segment")
-    if _CONTROL.search(raw):
-        raise Invalid("invalid path: control character")
+    """One segment as PROTOCOL.md v2 says (``common.protocol.validate_name``), or Invalid."""
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Invalid("invalid path: not valid UTF-8") from None
+        return validate_name(segment)
+    except InvalidName as exc:
+        raise Invalid(str(exc)) from None
 
 
 def validate_path(segments: Sequence[str | bytes]) -> Segments:
