@@ -62,7 +62,7 @@ _SPLICE = hasattr(os, "splice") and not os.environ.get("SHELF_NO_SPLICE")
 _TOKEN = re.compile(rb"[0-9A-Za-z_-]{1,%d}" % MAX_TOKEN)
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_DECIMAL = re.compile(rb"0*([0-9]{1,19})")  # leading zeros are allowed, not counted
+_DECIMAL = re.compile(rb"[0-9]+")  # any number of digits: a line is at most 4096 bytes
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _MUST_ENCODE = frozenset(range(0x00, 0x21)) | {0x25, 0x7F}
 
@@ -155,6 +155,17 @@ def is_valid_name(name: str) -> bool:
     return True
 
 
+def decode_password(token: bytes | str) -> bytes:
+    """A LOGIN password: percent-encoded like a segment, any byte, ``/`` only as ``%2F``."""
+    if isinstance(token, str):
+        token = token.encode("utf-8")
+    if b"/" in token:
+        raise InvalidName("invalid password: write '/' as %2F")
+    if b"%" in _PERCENT.sub(b"", token):
+        raise InvalidName("invalid password: '%' must be followed by two hex digits")
+    return _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), token)
+
+
 def encode_path(path: str | tuple[str, ...] | list[str]) -> str:
     """A path for a control line: each segment encoded, ``/`` between; the root is ``/``.
 
@@ -215,16 +226,17 @@ def parse_token(token: bytes | str, what: str) -> str:
 
 
 def parse_decimal(token: bytes | str, what: str) -> int:
-    """Parse a non-negative decimal of ASCII digits only (no sign, no spaces)."""
+    """Parse a non-negative decimal of ASCII digits only (no sign, no spaces).
+
+    Leading zeros are accepted, any number of them, and so is any size: a
+    20-digit size is a decimal, only too large for an upload (``toolarge`` or
+    ``full``), and a 20-digit offset is past the end of any file (``invalid``).
+    """
     if isinstance(token, str):
         token = token.encode("utf-8", "replace")
-    match = _DECIMAL.fullmatch(token)
-    if not match:
+    if not _DECIMAL.fullmatch(token):
         raise ProtocolError("%s is not a decimal" % what)
-    value = int(match.group(1))
-    if value >= 1 << 63:
-        raise ProtocolError("%s is too large" % what)
-    return value
+    return int(token)
 
 
 # -- framing ---------------------------------------------------------------

@@ -149,6 +149,9 @@ def listen(settings) -> socket.socket:
 
 
 def warn_about_exposure(settings) -> None:
+    if settings.anonymous == "":
+        log.warning("--anonymous none and no accounts: every request but LOGIN, NOOP and "
+                    "QUIT is refused")
     if os.geteuid() == 0:
         log.warning("running as root: a dedicated user is safer (see packaging/systemd)")
     if settings.host in ("0.0.0.0", "::", "") and not settings.read_only:

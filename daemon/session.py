@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from common import protocol
 from common.protocol import (EMPTY, EXISTS, FAIL, GREETING, OK, Channel, ConnectionClosed,
                              ConnectionLost, LineTooLong, ProtocolError, ShelfError,
-                             decode_path, encode_name, encode_path,
+                             decode_password, decode_path, encode_name, encode_path,
                              parse_decimal, parse_token)
 from daemon.grant import Access, Grant, Library
 from daemon.sessionlog import session_log
-from daemon.store import StoreError
+from daemon.store import IOFailure, NotFound, StoreError
 
 log = session_log  # the same lines as logging's, at a fraction of the copied pages
 
@@ -41,6 +41,7 @@ LOG_RATE = 20    # ...and then per second
 MASTER_NAME, SESSION_NAME, READY_NAME = "shelfd", "shelfd session", "shelfd ready"
 JANITOR_NAME = "shelfd clean-up"
 _USER = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+MAX_FAILED_LOGINS = 3  # the third failed LOGIN ends the session
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _parse_argument(kind: str, token: bytes):
             raise ProtocolError("a user name is 1 to 64 letters, digits, '.', '_' or '-'")
         return token.decode("ascii")
     if kind == "password":
-        return token
+        return decode_password(token)
     raise AssertionError(kind)
 
 
@@ -135,6 +136,7 @@ class Session:
         self.log_tokens = float(LOG_BURST)
         self.log_refilled = time.monotonic()
         self.log_dropped = 0
+        self.failed_logins = 0
         sock.settimeout(idle_timeout)  # a stalled transfer counts as idle
 
     def request_stop(self) -> None:
@@ -363,7 +365,10 @@ class Session:
         except BaseException:
             upload.abort()
             raise
-        entry = upload.commit()  # StoreError: dropped, and handle() replies
+        try:
+            entry = upload.commit()  # StoreError: dropped, and handle() replies
+        except NotFound:  # the final reply is OK, EXISTS or FAIL full | io
+            raise IOFailure("storing failed: its folder was removed meanwhile") from None
         self.reply("%s %d %s" % (OK, entry.size, entry.version))
         return "%s %s %d bytes" % (_described(upload.path), done, entry.size)
 
@@ -418,7 +423,10 @@ class Session:
     # -- the session -------------------------------------------------------------
 
     def cmd_login(self, user: str, password: bytes) -> str:
-        self.fail(protocol.DENIED, "this server has no accounts; LOGIN is not needed")
+        self.failed_logins += 1
+        self.fail(protocol.DENIED, "login refused: this server has no accounts")
+        if self.failed_logins >= MAX_FAILED_LOGINS:
+            raise EndSession("%d failed logins" % self.failed_logins)
         return "FAIL denied %s (no accounts)" % user
 
     def cmd_noop(self) -> None:

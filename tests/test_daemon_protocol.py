@@ -250,7 +250,7 @@ def test_get_unreadable_file_fails(shelfd, library):
     path.write_text("x")
     path.chmod(0)
     with shelfd.connect() as conn:
-        assert conn.request("GET locked.txt").startswith("FAIL notfound ")
+        assert conn.request("GET locked.txt").startswith("FAIL io ")
 
 
 # -- PUT -------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_encode_writes_what_a_sender_must():
     assert validate_name("x" * 255) == "x" * 255
 
 
-@pytest.mark.parametrize("text", ["+5", "-1", " 5", "5 ", "1_000", "0x10", "", "٣", "1" * 20])
+@pytest.mark.parametrize("text", ["+5", "-1", " 5", "5 ", "1_000", "0x10", "", "٣", "1.5"])
 def test_parse_decimal_accepts_ascii_digits_only(text):
     with pytest.raises(ProtocolError):
         parse_decimal(text, "size")
@@ -78,6 +78,8 @@ def test_parse_decimal_accepts_ascii_digits_only(text):
 def test_parse_decimal():
     assert parse_decimal(b"0", "size") == 0
     assert parse_decimal("007", "size") == 7
+    assert parse_decimal("0" * 4000 + "9", "size") == 9
+    assert parse_decimal("1" * 20, "size") == int("1" * 20)  # a decimal, if a large one
 
 
 @pytest.fixture

@@ -412,11 +412,41 @@ def test_space_reports_free_and_total_bytes(full, library):
     assert 0 <= free <= stats.f_bavail * stats.f_frsize
 
 
-def test_login_without_accounts_is_denied_and_the_session_goes_on(shelfd):
+def test_login_without_accounts_is_denied_and_the_third_failure_closes(shelfd):
     with shelfd.connect() as conn:
         assert "login" not in conn.greeting.split(" ")
         assert conn.request("LOGIN alice correct%20horse").startswith("FAIL denied ")
         assert conn.request("NOOP") == "OK"
+        assert conn.request("LOGIN alice pw%zz").startswith("FAIL invalid ")  # not a failure
+        assert conn.request("LOGIN alice a/b").startswith("FAIL invalid ")
+        assert conn.request("LOGIN bob x").startswith("FAIL denied ")
+        assert conn.request("LOGIN carol y").startswith("FAIL denied ")
+        assert conn.closed_by_peer()
+
+
+def test_huge_numbers_are_decimals_that_do_not_fit(daemon_factory, library):
+    (library / "a.txt").write_text("abc")
+    daemon = daemon_factory(library, "--max-upload", "1G")
+    with daemon.connect() as conn:
+        assert conn.request("PUT big 99999999999999999999").startswith("FAIL toolarge ")
+        assert conn.request("GET a.txt 99999999999999999999").startswith(
+            "FAIL invalid offset past the end")
+    unlimited = daemon_factory(library)
+    with unlimited.connect() as conn:
+        assert conn.request("PUT big 99999999999999999999").startswith("FAIL full ")
+
+
+def test_an_upload_whose_folder_vanished_fails_io(full, library):
+    with full.connect() as conn:
+        assert conn.request("MKDIR doomed") == "OK"
+        assert conn.request("PUT doomed/f.bin 6").startswith("OK ")
+        conn.send(b"abc")
+        wait_for(lambda: any((library / ".shelf-uploads").iterdir()), what="the upload")
+        (library / "doomed").rmdir()
+        conn.send(b"def")
+        assert conn.line().startswith("FAIL io ")
+        assert conn.request("NOOP") == "OK"
+    assert visible(library) == []
 
 
 def test_arguments_are_checked_before_permissions_before_lookups(daemon_factory, library):
