@@ -104,6 +104,11 @@ class ShelfShell(cmd.Cmd):
             self.session.drop()
             return action(self.connect())
 
+    def ready(self) -> None:
+        """Before a transfer batch (which is not retried as a whole): a session that
+        died while the shell sat idle is noticed, and replaced, here."""
+        self.call(lambda client: client.noop())
+
     def say(self, text: str) -> None:
         sys.stderr.write(text + "\n")
 
@@ -200,6 +205,7 @@ class ShelfShell(cmd.Cmd):
         options = self.parse("get", arg)
         paths, dest = ((options.paths, None) if len(options.paths) == 1
                        else (options.paths[:-1], options.paths[-1]))
+        self.ready()
         self.batch_result(transfer.run_get(self.session, paths, dest, transfer.GetOptions(
             recursive=options.recursive, force=options.force, resume=options.resume,
             verify=options.verify, show_progress=self.show_progress, quiet=self.quiet),
@@ -212,6 +218,7 @@ class ShelfShell(cmd.Cmd):
         files = [os.path.expanduser(word) for word in options.files]
         files, target = transfer.split_put_words(files, options.name)
         self.changed()
+        self.ready()
         self.batch_result(transfer.run_put(self.session, files, target, transfer.PutOptions(
             recursive=options.recursive, replace=options.replace, resume=options.resume,
             show_progress=self.show_progress, quiet=self.quiet, size=options.size,
