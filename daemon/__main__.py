@@ -19,6 +19,7 @@ from daemon.grant import Library
 from daemon.store import Store
 from daemon.pidfile import PidFile
 from daemon.server import Server, open_listener
+from daemon.session import ShelfHandler
 
 log = logging.getLogger("shelfd")
 
@@ -85,7 +86,9 @@ def run(args, argv: list[str]) -> int:
     if settings.daemon or args.detached_fds:
         service.configure_logging(settings, to_stderr=False)
 
-    server = Server(library, settings, listener)
+    # One listener today; a TLS or FTP front would be another (socket, handler) pair.
+    # The handler reads the settings in effect: a reload replaces server.settings.
+    server = Server([(listener, ShelfHandler(library, lambda: server.settings))], settings)
     state = {"settings": settings}
 
     def on_ready():

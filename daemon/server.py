@@ -1,14 +1,20 @@
-"""The master process: listen, accept, fork a session per client, reap, stop.
+"""The master process: listeners, each with its handler; accept, fork, reap, stop.
 
 Single-threaded. Signal handlers only put the signal number on a queue; the
 wakeup pipe (``signal.set_wakeup_fd``) makes the ``select`` in the main loop
 return, and the loop drains the queue and acts: reap on SIGCHLD, reload on
 SIGHUP, a graceful stop on SIGTERM/SIGINT.
 
-Each accepted client gets ``os.fork()``: the child closes the listener, serves
-the session and can only leave through ``os._exit`` in a ``finally``; the
-parent closes its copy of the client socket at once. At ``max_clients`` live
-sessions a new client is told ``BUSY`` and closed.
+The server owns a list of listening sockets, each paired with a ``Handler``
+that says what a client of that socket is served and how it is refused. A
+client accepted by the master gets ``os.fork()``: the child closes every
+listener, serves the session and can only leave through ``os._exit`` in a
+``finally``; the parent closes its copy of the client socket at once. With
+``--prefork`` the first listener's clients are accepted by ready processes
+instead (``daemon.pool``, to which the server delegates), and the master
+accepts there only to refuse. ``--max-clients`` and ``--max-per-ip`` count
+the sessions of every listener together; a client over a limit is refused
+in its own listener's way.
 """
 
 from __future__ import annotations
@@ -23,29 +29,58 @@ import selectors
 import signal
 import socket
 import time
+from typing import Protocol
 
-from common.protocol import ShelfError
-from daemon.grant import Grant, Library
+from daemon.pool import Pool
 from daemon.sessionlog import session_log
-from daemon.store import Store
 # Imported here once, not in every child:
-from daemon.session import (FORK_BLOCKED_NUMBERS, JANITOR_NAME, MASTER_NAME, over_max_per_ip,
-                            refuse, serve_in_child, set_process_name)
+from daemon.session import (FORK_BLOCKED_NUMBERS, JANITOR_NAME, MASTER_NAME, format_peer,
+                            over_max_per_ip, serve_in_child, set_process_name, turn_away)
 
 log = logging.getLogger("shelfd")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
-class Server:
-    """Owns the listening socket and the table of live session processes."""
+class Served(Protocol):
+    """One client's session, made in the session process by ``Handler.session``."""
 
-    def __init__(self, library: Library, settings, listener: socket.socket):
-        self.library = library
+    def run(self) -> None:
+        """Serve until the session is over (the caller closes the socket)."""
+
+    def request_stop(self) -> None:
+        """From a signal handler: finish the current request and return from ``run``."""
+
+
+class Handler(Protocol):
+    """What a listener serves: ``daemon.session.ShelfHandler`` for the Shelf protocol.
+
+    Built in the master before the first fork. ``session`` runs in a session
+    process (forked per client, or a ready one of the pool); ``stop_fd``
+    becomes readable on every signal there, so a session that waits should
+    watch it. ``refuse`` tells a client there is no room (the caller logs why
+    and closes the socket); it runs in the master or in a ready process. An
+    optional ``warm_up()`` runs in the master before the first fork, so the
+    children share the code it warms.
+    """
+
+    name: str
+
+    def session(self, conn: socket.socket, peer: str, stop_fd: int) -> Served: ...
+
+    def refuse(self, conn: socket.socket, peer: str, why: str) -> None: ...
+
+
+class Server:
+    """Owns the listening sockets and the table of live session processes."""
+
+    def __init__(self, listeners: list[tuple[socket.socket, Handler]], settings):
+        if not listeners:
+            raise ValueError("a server needs at least one listener")
+        self.listeners = list(listeners)
         self.settings = settings
-        self.listener = listener
-        self.children: dict[int, str] = {}   # pid -> peer
-        self.hosts: dict[int, str] = {}      # pid -> the peer's address (fork mode)
+        self.children: dict[int, str] = {}   # pid -> peer (every process but the janitor)
+        self.hosts: dict[int, str] = {}      # pid -> the peer's address (forked, no pool)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.stopping = False
         self.on_reload = None   # set by the service: re-read config, reopen logs
@@ -53,19 +88,12 @@ class Server:
         self.on_stopping = None
         self.served = 0
         self.refused = 0
-        # --prefork: idle session processes waiting in accept(), and the pipe
-        # on which they say when they become busy or idle again.
-        self.prefork = settings.prefork
-        self.idle: set[int] = set()
-        self.stale: set[int] = set()  # started before a reload: replace when idle
-        self.idle_since: dict[int, float] = {}
-        self.leaving: set[int] = set()  # ready processes told to retire: they serve nobody
-        self._status = b""
-        self._listening = True
         self.master_fds: list[int] = []  # set by the service (the PID file): never a child's
-        self.peers = PeerTable(settings.max_clients) if settings.prefork else None
-        self.slots: dict[int, int] = {}  # prefork pid -> its row in the peer table
-        self._accept_paused_until = 0.0
+        # --prefork: the first listener's ready processes (see daemon.pool).
+        self.prefork = settings.prefork
+        self.pool = Pool(self, *self.listeners[0], settings.prefork) if settings.prefork else None
+        self.polled: set[socket.socket] = set()  # listeners the loop watches now
+        self.accept_paused_until = 0.0
         self._accept_errors = 0
         self._accept_error_logged = 0.0
         # The library's housekeeping (expired trash and kept uploads) runs in a
@@ -117,17 +145,21 @@ class Server:
     # -- the loop ------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        self.listener.setblocking(False)
         self.install_signals()
         selector = selectors.DefaultSelector()
         self.selector = selector
-        selector.register(self.listener, selectors.EVENT_READ, "accept")
+        for listener, handler in self.listeners:
+            listener.setblocking(False)
+            if self.pool is None or listener is not self.pool.listener:
+                self.poll_listener(listener, True)
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        if self.prefork:
-            self._status_r, self._status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            selector.register(self._status_r, selectors.EVENT_READ, "status")
+        if self.pool is not None:
+            self.pool.open(selector)
         set_process_name(MASTER_NAME)
-        warm_up()  # before "listening" is said: a supervisor sees a settled master
+        # Before "listening" is said: a supervisor sees a settled master.
+        for handler in {id(handler): handler for _, handler in self.listeners}.values():
+            if hasattr(handler, "warm_up"):
+                handler.warm_up()
         trim_fork_hooks()
         if self.on_ready is not None:
             self.on_ready()
@@ -139,21 +171,39 @@ class Server:
             while not self.stopping:
                 self._start_cleanup()
                 self._resume_accepting()
-                if self.prefork:
-                    self._trim_idle()
-                    self._top_up()
+                if self.pool is not None:
+                    self.pool.trim_idle()
+                    self.pool.top_up()
                 for key, _ in selector.select(timeout=self._select_timeout()):
-                    if key.data == "accept":
-                        self._accept_all()
-                    elif key.data == "status":
-                        self._read_status()
-                    else:
+                    if key.data == "wake":
                         self._drain_wakeup()
+                    elif key.data == "status":
+                        self.pool.read_status()
+                    else:
+                        self._accept_all(key.fileobj, key.data)
                 self._handle_signals()
                 self.reap()
         finally:
             selector.close()
         self.stop()
+
+    def poll_listener(self, listener: socket.socket, wanted: bool) -> None:
+        """Watch a listener in the loop, or stop watching it."""
+        if wanted == (listener in self.polled):
+            return
+        if wanted:
+            handler = next(handler for sock, handler in self.listeners if sock is listener)
+            self.selector.register(listener, selectors.EVENT_READ, handler)
+            self.polled.add(listener)
+        else:
+            self.selector.unregister(listener)
+            self.polled.discard(listener)
+
+    def close_listeners(self, keep: socket.socket | None = None) -> None:
+        """Close every listener (in a child: all of them but the one it accepts on)."""
+        for listener, _ in self.listeners:
+            if listener is not keep:
+                listener.close()
 
     CLEANUP_EVERY = 600.0  # seconds between two runs of the library's housekeeping
 
@@ -165,32 +215,33 @@ class Server:
         if now < self.next_cleanup:
             return
         self.next_cleanup = now + self.CLEANUP_EVERY
-        self.janitor = self._fork_child("the clean-up", self._become_janitor)
+        self.janitor = self.fork_child("the clean-up", self._become_janitor)
 
     def _become_janitor(self) -> None:
-        self.listener.close()
+        self.close_listeners()
         set_process_name(JANITOR_NAME)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         _signal.pthread_sigmask(SIG_SETMASK, [])
         self.cleanup()
 
-    def _accept_all(self, batch: int = 32) -> None:
+    def _accept_all(self, listener: socket.socket, handler: Handler, batch: int = 32) -> None:
         """Accept what is waiting (a bounded batch, so signals are never starved).
 
         Reaping before each accept keeps the session count exact, so a client
         is never refused for a session that has already ended.
         """
+        pooled = self.pool is not None and listener is self.pool.listener
         for _ in range(batch):
             if self.stopping:
                 return
             self.reap()
-            if self.prefork:
-                self._read_status()  # a process may have just become idle: let it take this one
-                if self.idle:
+            if pooled:
+                self.pool.read_status()  # a process may have just become idle: let it take this one
+                if self.pool.idle:
                     return
             try:
-                conn, address = self.listener.accept()
+                conn, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -201,16 +252,39 @@ class Server:
                     continue
                 raise
             peer = format_peer(address)
-            # With --prefork the master accepts only when every process is busy.
-            if self.live() >= self.settings.max_clients or self.prefork:
-                self._refuse(conn, peer, "%d sessions already (max_clients)" % self.live())
-            elif self._sessions_from(address[0]) >= self.settings.max_per_ip:
-                self._refuse(conn, peer, over_max_per_ip(self.settings.max_per_ip, address[0]))
+            # On the pooled listener the master accepts only when every process is busy.
+            if self.live() >= self.settings.max_clients or pooled:
+                self._refuse(handler, conn, peer,
+                             "%d sessions already (max_clients)" % self.live())
             else:
-                self._fork_session(conn, peer, address[0])
+                self._admit(handler, conn, peer, address[0])
 
-    def _sessions_from(self, host: str) -> int:
-        return sum(1 for peer_host in self.hosts.values() if peer_host == host)
+    def _admit(self, handler: Handler, conn: socket.socket, peer: str, host: str) -> None:
+        """Fork a session unless ``host`` already has ``--max-per-ip`` of them.
+
+        With a pool, its shared table counts the sessions of every listener,
+        so a forked session takes a row there too; without one, ``hosts`` does.
+        """
+        limit = self.settings.max_per_ip
+        if self.pool is None:
+            if sum(1 for peer_host in self.hosts.values() if peer_host == host) >= limit:
+                self._refuse(handler, conn, peer, over_max_per_ip(limit, host))
+                return
+            pid = self._fork_session(handler, conn, peer)
+            if pid is not None:
+                self.hosts[pid] = host
+            return
+        peers = self.pool.peers
+        slot = peers.take()
+        if not peers.claim(slot, host, limit):
+            peers.give_back(slot)
+            self._refuse(handler, conn, peer, over_max_per_ip(limit, host))
+            return
+        pid = self._fork_session(handler, conn, peer)
+        if pid is None:
+            peers.give_back(slot)
+        elif slot is not None:
+            self.pool.slots[pid] = slot
 
     # -- running out of descriptors -------------------------------------------
 
@@ -218,9 +292,9 @@ class Server:
     ERROR_LOG_EVERY = 10.0  # seconds between two log lines about it
 
     def _pause_accepting(self, exc: OSError) -> None:
-        """Out of descriptors or memory: stop polling the listener for a moment.
+        """Out of descriptors or memory: stop polling the listeners for a moment.
 
-        Otherwise the listener stays readable and the loop spins, logging a
+        Otherwise a listener stays readable and the loop spins, logging a
         line per pass. Clients wait in the backlog meanwhile.
         """
         now = time.monotonic()
@@ -230,29 +304,30 @@ class Server:
                       "for %.1f s at a time", exc.strerror, self._accept_errors, self.ACCEPT_PAUSE)
             self._accept_error_logged = now
             self._accept_errors = 0
-        self._accept_paused_until = now + self.ACCEPT_PAUSE
-        if self._listening:
-            self.selector.unregister(self.listener)
-            self._listening = False
+        self.accept_paused_until = now + self.ACCEPT_PAUSE
+        for listener in list(self.polled):
+            self.poll_listener(listener, False)
 
     def _resume_accepting(self) -> None:
-        """After a pause: poll the listener again (with --prefork, _top_up decides)."""
-        if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
-            self._accept_paused_until = 0.0
-            if not self._listening and not self.prefork:
-                self.selector.register(self.listener, selectors.EVENT_READ, "accept")
-                self._listening = True
+        """After a pause: poll the listeners again (the pooled one: its pool decides)."""
+        if self.accept_paused_until and time.monotonic() >= self.accept_paused_until:
+            self.accept_paused_until = 0.0
+            for listener, _ in self.listeners:
+                if self.pool is None or listener is not self.pool.listener:
+                    self.poll_listener(listener, True)
 
     def _select_timeout(self) -> float:
-        if self._accept_paused_until:
-            return max(0.01, min(1.0, self._accept_paused_until - time.monotonic()))
+        if self.accept_paused_until:
+            return max(0.01, min(1.0, self.accept_paused_until - time.monotonic()))
         return 1.0
 
-    def _refuse(self, conn: socket.socket, peer: str, why: str) -> None:
+    def _refuse(self, handler: Handler, conn: socket.socket, peer: str, why: str) -> None:
         self.refused += 1
-        refuse(conn, peer, why)
+        turn_away(handler, conn, peer, why)
 
-    def _fork_child(self, what: str, body) -> int | None:
+    # -- forking -------------------------------------------------------------
+
+    def fork_child(self, what: str, body) -> int | None:
         """Fork a child that runs ``body()``; its pid, or None if fork failed.
 
         The child drops the master's wakeup pipe (and status pipe) and can
@@ -284,131 +359,43 @@ class Server:
         signal pipes are the master's loop.
         """
         fds = [self._wake_r, self._wake_w, self.selector.fileno(), *self.master_fds]
-        if self.prefork:
-            fds.append(self._status_r)
+        if self.pool is not None:
+            fds.append(self.pool.status_r)
         for fd in fds:
             try:
                 os.close(fd)
             except OSError:
                 pass
 
-    def _fork_session(self, conn: socket.socket, peer: str, host: str) -> None:
-        pid = self._fork_child("the session of %s" % peer,
-                               lambda: self._become_session(conn, peer))
+    def _fork_session(self, handler: Handler, conn: socket.socket, peer: str) -> int | None:
+        pid = self.fork_child("the session of %s" % peer,
+                              lambda: self._become_session(handler, conn, peer))
         if pid is None:
-            self._refuse(conn, peer, "cannot start a session process")
-            return
+            self._refuse(handler, conn, peer, "cannot start a session process")
+            return None
         conn.close()
         self.children[pid] = peer
-        self.hosts[pid] = host
         self.served += 1
         # The direct writer: each page the master touches between two forks is
         # copied for the earlier child, and logging touches many.
         session_log.info("%s session started (pid %d, %d live)", peer, pid, len(self.children))
+        return pid
 
-    def _become_session(self, conn: socket.socket, peer: str) -> None:
-        self.listener.close()
+    def _become_session(self, handler: Handler, conn: socket.socket, peer: str) -> None:
+        self.close_listeners()
         conn.setblocking(True)
-        serve_in_child(conn, peer, self.library, self.settings.idle_timeout)
+        serve_in_child(handler, conn, peer)
 
-    # -- pre-forked session processes ------------------------------------------
-
-    def _top_up(self) -> None:
-        """Keep ``prefork`` idle processes ready; accept (to refuse) only when all are busy."""
-        while (len(self.idle) < self.prefork and self.live() < self.settings.max_clients
-               and not self.stopping):
-            if not self._fork_worker():
-                break
-        must_refuse = (not self.idle and self.live() >= self.settings.max_clients
-                       and not self._accept_paused_until)  # out of descriptors: wait
-        if must_refuse != self._listening:
-            if must_refuse:
-                self.selector.register(self.listener, selectors.EVENT_READ, "accept")
-            else:
-                self.selector.unregister(self.listener)
-            self._listening = must_refuse
-
-    def _fork_worker(self) -> bool:
-        from daemon.prefork import worker_main
-        slot = self.peers.take()
-        master = os.getpid()
-        pid = self._fork_child("a session process", lambda: worker_main(
-            self.listener, self._status_w, self.library, self.settings, format_peer,
-            self.peers, slot, master))
-        if pid is None:
-            self.peers.give_back(slot)
-            return False
-        self.children[pid] = "idle"
-        self.idle.add(pid)
-        self.idle_since[pid] = time.monotonic()
-        self.slots[pid] = slot
-        return True
-
-    def _read_status(self) -> None:
-        from daemon.prefork import parse_status
-        try:
-            while True:
-                data = os.read(self._status_r, 65536)
-                if not data:
-                    break
-                self._status += data
-        except BlockingIOError:
-            pass
-        complete, _, self._status = self._status.rpartition(b"\n")
-        for kind, pid, peer in parse_status(complete):
-            if pid not in self.children:
-                continue
-            if kind == "B":  # (also a retiring process that had just accepted)
-                self.idle.discard(pid)
-                self.leaving.discard(pid)
-                self.children[pid] = peer
-                self.served += 1
-                session_log.info("%s session started (pid %d, %d live)", peer, pid,
-                         len(self.children) - len(self.idle))
-            else:
-                self.children[pid] = "idle"
-                self.idle.add(pid)
-                self.idle_since[pid] = time.monotonic()
-                if pid in self.stale:  # started before a reload: its settings are old
-                    self._retire(pid)
-
-    IDLE_RETIRE = 15.0  # seconds a surplus ready process waits before it is retired
-
-    def _trim_idle(self) -> None:
-        """Retire ready processes beyond ``prefork`` that have been idle a while.
-
-        A burst grows the pool at once; it shrinks back slowly, oldest idle
-        first, so steady load never pays for a fork per session (churn).
-        """
-        surplus = len(self.idle) - self.prefork
-        if surplus <= 0:
-            return
-        cutoff = time.monotonic() - self.IDLE_RETIRE
-        for pid in sorted(self.idle, key=lambda p: self.idle_since.get(p, 0.0))[:surplus]:
-            if self.idle_since.get(pid, 0.0) > cutoff:
-                break
-            self._retire(pid)
+    # -- the pool's part -----------------------------------------------------
 
     def retire_workers(self) -> None:
-        """After a reload: idle processes go now, busy ones when their session ends."""
-        self.stale = set(self.children)
-        for pid in list(self.idle):
-            self._retire(pid)
-
-    def _retire(self, pid: int) -> None:
-        """Tell a ready process to take no new session and leave (SIGUSR1).
-
-        Until it is reaped it no longer counts against --max-clients: it
-        serves nobody, and a client arriving meanwhile (just after a reload
-        that lowered the limit, say) must not be told BUSY because of it.
-        """
-        self.idle.discard(pid)
-        self.leaving.add(pid)
-        self._signal(pid, signal.SIGUSR1)
+        """After a reload: replace the ready processes, which hold the old settings."""
+        if self.pool is not None:
+            self.pool.retire_all()
 
     def live(self) -> int:
-        """Processes that count against --max-clients (those leaving do not)."""
-        return len(self.children) - len(self.leaving)
+        """Processes that count against --max-clients (ready ones told to leave do not)."""
+        return len(self.children) - (len(self.pool.leaving) if self.pool is not None else 0)
 
     @staticmethod
     def _signal(pid: int, signum: int) -> None:
@@ -421,14 +408,9 @@ class Server:
 
     def forget(self, pid: int) -> str:
         """Drop a reaped child from every table; its peer."""
-        self.idle.discard(pid)
-        self.stale.discard(pid)
-        self.leaving.discard(pid)
-        self.idle_since.pop(pid, None)
         self.hosts.pop(pid, None)
-        slot = self.slots.pop(pid, None)
-        if slot is not None:
-            self.peers.give_back(slot)
+        if self.pool is not None:
+            self.pool.forget(pid)
         return self.children.pop(pid, "?")
 
     def reap(self) -> int:
@@ -459,9 +441,10 @@ class Server:
     # -- stopping ------------------------------------------------------------
 
     def stop(self) -> None:
-        """Close the listener, SIGTERM sessions, reap until the grace ends, SIGKILL the rest."""
-        self.listener.close()
-        self.idle.clear()
+        """Close the listeners, SIGTERM sessions, reap until the grace ends, SIGKILL the rest."""
+        self.close_listeners()
+        if self.pool is not None:
+            self.pool.idle.clear()
         if self.on_stopping is not None:
             self.on_stopping()
         if self.janitor is not None:
@@ -522,61 +505,6 @@ def fork_with_stops_blocked() -> int:
 SIG_BLOCK, SIG_SETMASK = int(signal.SIG_BLOCK), int(signal.SIG_SETMASK)
 
 
-WARM_UP_SCRIPT = (b"NOOP\nLIST\nLIST f\nSTAT a.txt\nGET a.txt\nGET a.txt 1\nHASH a.txt\n"
-                  b"STAT f/b.txt\nSTAT .x\nBOGUS\nNOOP\nQUIT\n")
-
-
-def warm_up(rounds: int = 8) -> None:
-    """Run a few sessions in the master, over socket pairs, before the first fork.
-
-    CPython 3.11 specialises bytecode as it runs it, writing into the code
-    objects: if every child did that on its own, each would copy the pages
-    of every code object on its path. Run once here, the pages stay shared.
-    The sessions serve a one-file read-only library in a temporary folder of
-    their own and log to /dev/null; where no such folder can be made, nothing
-    is warmed (only slower).
-    """
-    from daemon.session import Session
-
-    folder = os.path.join(os.environ.get("TMPDIR") or "/tmp", ".shelfd-warm-up-%d" % os.getpid())
-    try:
-        os.mkdir(folder, 0o700)
-    except OSError:
-        return
-    try:
-        with open(os.path.join(folder, "a.txt"), "wb") as handle:
-            handle.write(b"warm-up\n")
-        os.mkdir(os.path.join(folder, "f"))
-        library = Library(Store(folder, hash_cache=False), Grant(permissions="r"),
-                          trash=False, keep_uploads=False)
-    except (OSError, ShelfError):
-        _remove_folder(folder)
-        return
-    saved = (session_log.fd, session_log.render, session_log.level)
-    sink = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    session_log.direct(sink, saved[1] or (lambda *line: " ".join(map(str, line))),
-                       logging.DEBUG)
-    try:
-        for _ in range(rounds):
-            ours, theirs = socket.socketpair()
-            with ours, theirs:
-                theirs.sendall(WARM_UP_SCRIPT)
-                Session(ours, "(warm-up)", library, 5.0).run()
-    except (OSError, ShelfError):
-        pass  # only slower
-    finally:
-        session_log.direct(*saved)
-        os.close(sink)
-        library.store.close()
-        _remove_folder(folder)
-
-
-def _remove_folder(folder: str) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def trim_fork_hooks() -> None:
     """Make the standard library's after-fork work in each child as small as it can be.
 
@@ -617,71 +545,6 @@ def signal_name(signum: int) -> str:
         if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
             return "SIGRTMIN+%d" % (signum - signal.SIGRTMIN)
         return "signal %d" % signum
-
-
-class PeerTable:
-    """Who each pre-forked session process serves, in memory shared by all of them.
-
-    A row per process holds the 16-byte address of its client (IPv4 mapped
-    into IPv6), or zeros when idle. A process that accepts a client writes
-    its row first and counts the rows with the same address second, so two
-    clients of one address accepted at once can both be refused, never both
-    let past ``--max-per-ip``. The master hands out and takes back the rows.
-    """
-
-    ROW = 16
-
-    def __init__(self, rows: int):
-        import mmap
-        self.rows = max(rows, 1024)
-        self.memory = mmap.mmap(-1, self.rows * self.ROW)  # MAP_SHARED | MAP_ANONYMOUS
-        self.free = list(range(self.rows - 1, -1, -1))
-
-    def take(self) -> int | None:
-        return self.free.pop() if self.free else None
-
-    def give_back(self, row: int | None) -> None:
-        if row is not None:
-            self.clear(row)
-            self.free.append(row)
-
-    def clear(self, row: int | None) -> None:
-        if row is not None:
-            self.memory[row * self.ROW:(row + 1) * self.ROW] = bytes(self.ROW)
-
-    def claim(self, row: int | None, host: str, limit: int) -> bool:
-        """Record that ``row`` serves ``host``; False (and cleared) past ``limit``."""
-        if row is None:
-            return True
-        key = address_key(host)
-        memory = self.memory
-        memory[row * self.ROW:(row + 1) * self.ROW] = key
-        count = 0
-        found = memory.find(key)
-        while found >= 0:  # a search in C; only matches on a row boundary count
-            count += found % self.ROW == 0
-            found = memory.find(key, found + 1)
-        if count > limit:
-            self.clear(row)
-            return False
-        return True
-
-
-def address_key(host: str) -> bytes:
-    try:
-        return socket.inet_pton(socket.AF_INET6, host)
-    except OSError:
-        try:
-            return b"\0" * 10 + b"\xff\xff" + socket.inet_pton(socket.AF_INET, host)
-        except OSError:
-            return (host.encode("utf-8", "replace") + b"\0" * 16)[:16]
-
-
-def format_peer(address) -> str:
-    if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-    return str(address)
 
 
 def open_listener(host: str, port: int, backlog: int = 1024) -> socket.socket:

@@ -482,12 +482,90 @@ def set_process_name(name: str) -> None:
         os.close(fd)
 
 
-def refuse(conn: socket.socket, peer: str, why: str) -> None:
-    """Tell a client there is no room (BUSY, instead of the greeting), log why, and close."""
+class ShelfHandler:
+    """The Shelf protocol behind a listener (the ``Handler`` of ``daemon.server``).
+
+    Built by ``__main__`` in the master; ``session`` runs in a session
+    process, ``refuse`` in a session process or the master. ``settings`` is a
+    function that returns the settings in effect, so a session started after
+    a SIGHUP gets the new idle timeout.
+    """
+
+    name = "shelf"
+
+    def __init__(self, library: Library, settings):
+        self.library = library
+        self.settings = settings
+
+    def session(self, sock: socket.socket, peer: str, stop_fd: int | None) -> Session:
+        return Session(sock, peer, self.library, self.settings().idle_timeout, stop_fd=stop_fd)
+
+    def refuse(self, sock: socket.socket, peer: str, why: str) -> None:
+        """BUSY instead of the greeting (the caller logs and closes)."""
+        sock.send((protocol.BUSY + "\n").encode("ascii"))
+
+    def warm_up(self, rounds: int = 8) -> None:
+        """Run a few sessions in the master, over socket pairs, before the first fork.
+
+        CPython 3.11 specialises bytecode as it runs it, writing into the code
+        objects: if every child did that on its own, each would copy the pages
+        of every code object on its path. Run once here, the pages stay shared.
+        The sessions serve a one-file read-only library in a temporary folder of
+        their own and log to /dev/null; where no such folder can be made, nothing
+        is warmed (only slower).
+        """
+        import logging
+        import shutil
+        from types import SimpleNamespace
+
+        from daemon.store import Store
+
+        folder = os.path.join(os.environ.get("TMPDIR") or "/tmp",
+                              ".shelfd-warm-up-%d" % os.getpid())
+        try:
+            os.mkdir(folder, 0o700)
+        except OSError:
+            return
+        try:
+            with open(os.path.join(folder, "a.txt"), "wb") as handle:
+                handle.write(b"warm-up\n")
+            os.mkdir(os.path.join(folder, "f"))
+            library = Library(Store(folder, hash_cache=False), Grant(permissions="r"),
+                              trash=False, keep_uploads=False)
+        except (OSError, ShelfError):
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        saved = (session_log.fd, session_log.render, session_log.level)
+        sink = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        session_log.direct(sink, saved[1] or (lambda *line: " ".join(map(str, line))),
+                           logging.DEBUG)
+        try:
+            # Through a handler, so the children's path through it is warm too.
+            warming = ShelfHandler(library, lambda: SimpleNamespace(idle_timeout=5.0))
+            for _ in range(rounds):
+                ours, theirs = socket.socketpair()
+                with ours, theirs:
+                    theirs.sendall(WARM_UP_SCRIPT)
+                    warming.session(ours, "(warm-up)", None).run()
+        except (OSError, ShelfError):
+            pass  # only slower
+        finally:
+            session_log.direct(*saved)
+            os.close(sink)
+            library.store.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+WARM_UP_SCRIPT = (b"NOOP\nLIST\nLIST f\nSTAT a.txt\nGET a.txt\nGET a.txt 1\nHASH a.txt\n"
+                  b"STAT f/b.txt\nSTAT .x\nBOGUS\nNOOP\nQUIT\n")
+
+
+def turn_away(handler, conn: socket.socket, peer: str, why: str) -> None:
+    """Refuse a client the handler's way (Shelf's BUSY, FTP's 421), log why, and close."""
     log.warning("%s refused: %s", peer, why)
     try:
         conn.setblocking(False)
-        conn.send((protocol.BUSY + "\n").encode("ascii"))
+        handler.refuse(conn, peer, why)
     except OSError:
         pass
     finally:
@@ -499,8 +577,16 @@ def over_max_per_ip(limit: int, host: str) -> str:
     return "%d sessions from %s already (max_per_ip)" % (limit, host)
 
 
-def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeout: float) -> None:
-    """The body of a forked session process (the caller leaves via os._exit).
+def format_peer(address) -> str:
+    """``host:port`` (``[v6]:port``) of an accepted client, as every log line names it."""
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    return str(address)
+
+
+def serve_in_child(handler, sock: socket.socket, peer: str) -> None:
+    """The body of a session process forked for one client (the caller leaves via os._exit).
 
     Installs the session's own signal handling: SIGTERM/SIGINT ask it to
     finish the current request and leave (the master forwards a stop; a
@@ -509,7 +595,7 @@ def serve_in_child(sock: socket.socket, peer: str, library: Library, idle_timeou
     """
     set_process_name(SESSION_NAME)
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    session = Session(sock, peer, library, idle_timeout, stop_fd=stop_r)
+    session = handler.session(sock, peer, stop_r)
     install_child_signals(lambda signum, frame: session.request_stop(), stop_w)
     try:
         session.run()
