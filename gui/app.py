@@ -33,7 +33,7 @@ from gui import settings as settings_module
 from gui.connection import ConnectionActions
 from gui.desktop import apply_theme, set_window_icon, write_crash_log
 from gui.dialogs import ChoiceDialog, resolve_conflicts
-from gui.engine import FileFinished, LanePaused, WorkerStopped
+from gui.engine import FOLDERS_LATER, FileFinished, LanePaused, WorkerStopped
 from gui.journal import Journal
 from gui import layout
 from gui.layout import build_window
@@ -295,11 +295,20 @@ class ShelfApp(ConnectionActions, ResumeActions):
         if not self.connected:
             self.show_error("Connect to a library first", log_it=True)
             return
-        items = []
+        items, folders = [], []
         for name in names:
             row = self.remote.rows.get(name)
+            if row is not None and row.is_dir:
+                folders.append(name)  # this version moves files only
+                continue
             items.append({"name": name, "path": os.path.join(folder, name),
-                          "size": row.size if row else 0, "mtime": row.mtime if row else 0})
+                          "size": row.size if row else 0, "mtime": row.mtime if row else 0,
+                          "version": row.version if row else None})
+        if folders:
+            self._report_refused(["“%s” is a folder: %s (shelf-cli get -r fetches one now)"
+                                  % (name, FOLDERS_LATER) for name in folders], "downloaded")
+            if not items:
+                return
         try:
             taken = set(os.listdir(folder))
         except OSError as exc:

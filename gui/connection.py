@@ -108,9 +108,12 @@ class ConnectionActions:
             return
         started = time.monotonic()
         self.remote.show_entries(message.entries)
-        total = sum(entry.size for entry in message.entries)
-        self.status_var.set("Library: %s, %s (listed in %.2f s)"
-                            % (plural(len(message.entries), "file"), human_size(total),
+        files = [entry for entry in message.entries if not entry.is_folder]
+        folders = len(message.entries) - len(files)
+        self.status_var.set("Library: %s%s, %s (listed in %.2f s)"
+                            % (plural(len(files), "file"),
+                               ", " + plural(folders, "folder") if folders else "",
+                               human_size(sum(entry.size for entry in files)),
                                time.monotonic() - started))
         self._update_actions()
 

@@ -36,9 +36,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from common.client import (Client, Exists, NotFound, ProtocolError, RemoteError, ServerBusy,
-                           ShelfError)
-from common.protocol import BUSY, GREETING, Channel, ConnectionLost
+from common.client import (Changed, Client, Exists, NotFound, ProtocolError, RemoteError,
+                           ServerBusy, ShelfError)
+from common.protocol import BUSY, VERSION, Channel, ConnectionLost, parse_greeting
 from gui.wording import plain_error
 
 log = logging.getLogger("shelf.gui")
@@ -46,6 +46,7 @@ log = logging.getLogger("shelf.gui")
 MAX_PARALLEL = 3
 STALL_SECONDS = 3.0     # no progress for this long: the row says "stalled"
 SESSION_TIMEOUT = 30.0  # a socket wait with no progress at all fails after this
+DROP_WAIT = 1.0         # seconds spent dropping what a stopped upload left on the server
 PART_SUFFIX = ".shelf-part"
 
 UPLOAD = "upload"
@@ -72,6 +73,14 @@ class ServerUnreachable(ShelfError):
     """No session could be opened: the lane pauses instead of failing every file."""
 
 
+class NotAFile(ShelfError):
+    """The library has a folder where a file was expected: folder transfers come with
+    the next version of the desktop client."""
+
+
+FOLDERS_LATER = "folder transfers come with the next version of Shelf"
+
+
 # -- the model ---------------------------------------------------------------------
 
 @dataclass(eq=False)
@@ -86,6 +95,8 @@ class FileJob:
     mtime: float = 0.0         # the library's, for a download (kept on the file)
     overwrite: bool = False
     resume: bool = False       # a download may continue from its part file
+    version: str | None = None  # the library file's version (a download's part file holds it)
+    upload_token: str = ""     # an upload the server keeps for RESUME if its session ends
     state: State = State.QUEUED
     done: int = 0
     error: str = ""
@@ -228,9 +239,16 @@ class Session(Client):
             self.channel.close()
             raise ServerBusy("server %s:%d is busy: too many sessions, try again later"
                              % (host, port))
-        if greeting != GREETING:
+        features = parse_greeting(greeting)
+        if features is None:
             self.channel.close()
+            if greeting.startswith("READY shelf/"):
+                raise ProtocolError("%s:%d speaks another version of the Shelf protocol (%s); "
+                                    "this Shelf speaks shelf/%d: update the server or use the "
+                                    "Shelf that matches it"
+                                    % (host, port, greeting.split(" ")[1][:20], VERSION))
             raise ProtocolError("%s:%d is not a Shelf server" % (host, port))
+        self.features = features
 
     def discard(self) -> None:
         """Close without QUIT: the session may be out of step or its socket shut down."""
@@ -291,11 +309,11 @@ class Worker:
 
     # -- the worker thread --
 
-    def _adopt(self, sock: socket.socket) -> None:
+    def _adopt(self, sock: socket.socket, for_job: bool = True) -> None:
         with self._sock_lock:
             self._sock = sock
         job = self.job
-        if job is not None and (job.cancel_requested or job.pause_requested):
+        if for_job and job is not None and (job.cancel_requested or job.pause_requested):
             try:
                 sock.shutdown(socket.SHUT_RDWR)  # asked before the socket existed
             except OSError:
@@ -360,13 +378,18 @@ class Worker:
         self.post(FileFinished(job, State.DONE, worker=self))
 
     def _failed(self, job: FileJob, exc: BaseException) -> None:
-        in_step = isinstance(exc, (NotFound, RemoteError, Exists, LocalProblem))
+        in_step = isinstance(exc, (RemoteError, Exists, LocalProblem, NotAFile))
         if not in_step or (self.session is not None and self.session.closed):
             self._drop_session()
+        # Taken before the job goes back to the UI: once queued again, another worker may
+        # start it with an upload of its own.
+        token, job.upload_token = job.upload_token, ""
         if job.pause_requested and not job.cancel_requested:
             self.post(FileFinished(job, State.QUEUED, worker=self, paused=True))
+            self._drop_kept_upload(job.name, token)  # a paused upload starts its file again
         elif job.cancel_requested or isinstance(exc, _Stop):
             self.post(FileFinished(job, State.CANCELLED, worker=self))
+            self._drop_kept_upload(job.name, token)
         elif isinstance(exc, (ServerUnreachable, ServerBusy)):
             # Nothing moved: the file goes back to the queue and the lane waits.
             self.lane.pause_from_worker(plain_error(str(exc)))
@@ -380,6 +403,40 @@ class Worker:
             self.post(FileFinished(job, State.FAILED, "unexpected error: %s" % exc, self))
         else:
             raise exc
+
+    def _drop_kept_upload(self, name: str, token: str) -> None:
+        """An upload stopped by the person leaves nothing behind, not even the bytes a
+        server with ``resume`` keeps when a session ends mid-upload: they are dropped
+        (ABORT) on a fresh session, which the worker then keeps for its next file. The
+        server lets the upload go once it sees the old session end, so until then ABORT
+        says NotFound and is tried again, for DROP_WAIT at most."""
+        if not token:
+            return
+        with self.lane.lock:
+            self.job = None  # the file is over: it no longer counts as running
+        host, port = self.lane.address
+        deadline = time.monotonic() + DROP_WAIT
+        try:
+            if self.session is None or self.session.closed:
+                self._drop_session()
+                self.session = Session(host, port, lambda sock: self._adopt(sock, False),
+                                       timeout=DROP_WAIT)
+                self.session.timeout = SESSION_TIMEOUT  # for the next file
+            self.session.channel.sock.settimeout(DROP_WAIT)
+            while True:
+                try:
+                    self.session.abort_upload(token)
+                    self.session.channel.sock.settimeout(SESSION_TIMEOUT)
+                    return
+                except NotFound:
+                    if time.monotonic() > deadline:
+                        log.info("the server still holds the stopped upload of %s", name)
+                        self.session.channel.sock.settimeout(SESSION_TIMEOUT)
+                        return
+                    time.sleep(0.02)
+        except ShelfError as exc:
+            log.info("cannot drop the stopped upload of %s: %s", name, exc)
+            self._drop_session()
 
 
 class _Stop(Exception):
@@ -411,33 +468,71 @@ def upload(session: Session, job: FileJob, progress, cancelled) -> None:
             raise LocalProblem("%s is %s, not a file" % (job.name, special_kind(info.st_mode)))
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         job.size = info.st_size  # what is there now, not when it was queued
+        keeps = "resume" in getattr(session, "features", ())  # a cut upload stays there
         try:
-            session.put(job.name, handle, info.st_size, progress=progress, cancel=cancelled)
+            session.put(job.name, handle, info.st_size, progress=progress, cancel=cancelled,
+                        on_token=lambda token: setattr(job, "upload_token", token if keeps
+                                                       else ""))
         except Exists:
+            job.upload_token = ""  # the server dropped it
             raise Exists("%s is already in the library" % job.name) from None
+        job.upload_token = ""
 
 
 def download(session: Session, job: FileJob, progress, cancelled) -> None:
     """Fetch one library file into a part file, give it the library's mtime, then rename.
 
     A download cut by the connection keeps its part file and marks the job
-    ``resume``: a retry (or the next run) continues from there when the
-    library file still has the size and mtime it had when it was queued.
+    ``resume``; ``job.version`` names the version the part file holds. A
+    retry (or the next run) continues from there only if the library file
+    is still that version: the GET names it and the server answers Changed
+    otherwise, and then the download starts over from the first byte. Every
+    GET names the version the STAT saw, so the bytes and the mtime kept on
+    the file are of one version.
     """
     target = job.local_path
     folder = os.path.dirname(target) or "."
     if os.path.lexists(target) and not job.overwrite:
         raise LocalProblem("%s is already in %s" % (os.path.basename(target), folder))
-    entry = session.stat(job.name)
     part = part_path(target)
-    offset = 0
-    if job.resume and entry.size == job.size and int(entry.mtime) == int(job.mtime):
+    for attempt in range(3):
+        entry = session.stat(job.name)
+        if entry.is_folder:
+            raise NotAFile("%s is a folder in the library: %s" % (job.name, FOLDERS_LATER))
+        offset, version = 0, entry.version
+        if job.resume and job.version:
+            try:
+                kept = os.path.getsize(part)
+            except OSError:
+                kept = 0
+            if 0 < kept <= entry.size:
+                offset, version = kept, job.version  # the server says if it is still that one
+        job.size, job.mtime = entry.size, entry.mtime
         try:
-            kept = os.path.getsize(part)
-        except OSError:
-            kept = 0
-        offset = kept if kept <= entry.size else 0
-    job.size, job.mtime = entry.size, entry.mtime
+            _fetch(session, job, entry, part, offset, version, progress, cancelled)
+        except Changed:
+            # Not the version the part file (or the STAT) had: nothing of it is kept.
+            log.info("%s changed in the library; downloading it again from the start",
+                     job.name)
+            remove_quietly(part)
+            job.resume, job.version = False, None
+            if cancelled():
+                raise
+            continue
+        break
+    else:
+        raise LocalProblem("%s kept changing in the library while it was downloaded; "
+                           "try again later" % job.name)
+    progress(entry.size)
+
+
+def _fetch(session: Session, job: FileJob, entry, part: str, offset: int, version: str,
+           progress, cancelled) -> None:
+    """One GET of ``version`` from ``offset`` into the part file, then the part file
+    becomes the target. Raises Changed (the part file untouched) when the library
+    file is no longer ``version``."""
+    target = job.local_path
+    folder = os.path.dirname(target) or "."
     try:
         handle = open(part, "ab" if offset else "wb")
     except OSError as exc:
@@ -447,9 +542,14 @@ def download(session: Session, job: FileJob, progress, cancelled) -> None:
         with handle:
             try:
                 session.get(job.name, handle, offset=offset,
-                            progress=lambda done: progress(offset + done), cancel=cancelled)
+                            progress=lambda done: progress(offset + done), cancel=cancelled,
+                            version=version)
+            except Changed:
+                raise
             except ShelfError:
                 keep = not job.cancel_requested and handle.tell() > 0  # cut or paused
+                if keep:
+                    job.version = version  # what the part file holds
                 raise
             handle.flush()
             os.fsync(handle.fileno())
@@ -468,13 +568,14 @@ def download(session: Session, job: FileJob, progress, cancelled) -> None:
                 os.rename(part, target)  # a file system without hard links
             else:
                 os.unlink(part)
+    except Changed:
+        raise  # the caller starts over
     except BaseException:
         if keep:
             job.resume = True
         else:
             remove_quietly(part)
         raise
-    progress(entry.size)
 
 
 def remove_quietly(path: str) -> None:

@@ -2,7 +2,9 @@
 
 UI thread only. Each batch gets two files in the state folder's ``queue/``:
 ``<key>.json`` (written once, atomically, when the batch is queued: server,
-direction and every file) and ``<key>.log`` (one line ``INDEX STATE`` appended
+direction and every file: name, local path, size, mtime, overwrite and, for a
+download, the library version it was queued for, which a resumed download
+names to the server) and ``<key>.log`` (one line ``INDEX STATE`` appended
 when a file finishes or is queued again; the last line for an index wins).
 Appends are buffered and written once per tick, so a 10,000-file batch costs
 one small write per tick, not one rewrite per file. A batch that is over
@@ -36,7 +38,7 @@ class Journal:
         key = uuid.uuid4().hex
         record = {"direction": batch.direction, "host": batch.address[0],
                   "port": batch.address[1], "folder": batch.folder,
-                  "files": [[j.name, j.local_path, j.size, j.mtime, j.overwrite]
+                  "files": [[j.name, j.local_path, j.size, j.mtime, j.overwrite, j.version]
                             for j in batch.jobs]}
         try:
             os.makedirs(self.folder, exist_ok=True)

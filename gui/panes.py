@@ -32,6 +32,7 @@ class Row:
     mtime: float
     is_dir: bool = False
     kind: str = "file"     # file, folder, fifo, socket, device, broken, other
+    version: str | None = None  # a library file's version (None for folders, local rows)
 
     @property
     def special(self) -> bool:
@@ -344,7 +345,10 @@ class RemotePane(BrowserPane):
         ttk.Label(header, text="Filter").pack(side="right", padx=(0, 4))
 
     def show_entries(self, entries) -> None:
-        self.set_rows([Row(e.name, e.size, e.mtime) for e in entries])
+        """The library root's entries (``common.client.Entry``): folders are shown (first,
+        with the folder icon and no size) but this version opens and moves files only."""
+        self.set_rows([Row(e.name, 0, e.mtime, True, "folder") if e.is_folder else
+                       Row(e.name, e.size, e.mtime, version=e.version) for e in entries])
         self.set_placeholder(None if entries else "The library is empty: drop files here")
 
     def set_placeholder(self, text: str | None) -> None:
@@ -366,7 +370,11 @@ class RemotePane(BrowserPane):
     def update_footer(self) -> None:
         shown = self.visible_rows()
         total = len(self.rows)
-        text = "%s, %s" % (plural(len(shown), "file"), human_size(sum(row.size for row in shown)))
+        files = [row for row in shown if not row.is_dir]
+        text = plural(len(files), "file")
+        if len(files) != len(shown):
+            text += ", " + plural(len(shown) - len(files), "folder")
+        text += ", " + human_size(sum(row.size for row in files))
         if len(shown) != total:
             text += " (filtered from %d)" % total
         self.footer.configure(text=text)

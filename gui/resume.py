@@ -47,8 +47,11 @@ class ResumeActions:
 
     def resume_records(self, records) -> None:
         for record in records:
+            # f[5], the version a download was queued for, is what its part file holds;
+            # a record without one (an older Shelf's) starts its downloads over.
             items = [{"name": f[0], "path": f[1], "size": f[2], "mtime": f[3],
-                      "overwrite": f[4], "resume": True} for f in record["files"]]
+                      "overwrite": f[4], "resume": True,
+                      "version": f[5] if len(f) > 5 else None} for f in record["files"]]
             self.journal.discard(record["key"])
             self.add_batch(record["direction"], (record["host"], record["port"]), items,
                            record.get("folder", ""))

@@ -56,13 +56,14 @@ class TransferEngine:
         return lane
 
     def add_batch(self, direction: str, address: tuple, items, folder: str = "") -> Batch:
-        """Queue ``items`` (dicts: name, path, size, and mtime/overwrite/resume) as one batch."""
+        """Queue ``items`` (dicts: name, path, size, and mtime/overwrite/resume/version)
+        as one batch."""
         batch = Batch(self._next_batch, direction, tuple(address), folder=folder)
         self._next_batch += 1
         for item in items:
             job = FileJob(self._next_job, batch, item["name"], item["path"], item["size"],
                           item.get("mtime", 0.0), item.get("overwrite", False),
-                          item.get("resume", False))
+                          item.get("resume", False), version=item.get("version"))
             self._next_job += 1
             batch.jobs.append(job)
             batch.total_bytes += job.size
