@@ -14,7 +14,7 @@ import tkinter as tk
 
 import pytest
 
-from helpers import wait_for
+from helpers import upload_temporaries, visible, wait_for
 
 pytestmark = pytest.mark.gui
 
@@ -238,7 +238,9 @@ def test_cancel_midway_leaves_nothing_anywhere(connected, library, home, tmp_pat
     app.cancel_button.invoke()
     pump(app, lambda: transfer.state.finished, what="the cancel")
     assert transfer.state.value == "cancelled"
-    wait_for(lambda: os.listdir(library) == [], what="the library to be empty")
+    # Nothing listed, and nothing kept for a RESUME either: Cancel drops the upload.
+    wait_for(lambda: visible(library) == [] and upload_temporaries(library) == [],
+             what="the library to be empty")
 
     (library / "remote big.bin").write_bytes(b"")
     with open(library / "remote big.bin", "wb") as handle:
@@ -410,7 +412,8 @@ def test_at_most_three_transfers_run_at_once(connected, library, home):
     transfers = wait_transfers_done(app, 5, timeout=120)
     assert all(t.state.value == "done" for t in transfers)
     assert peak[0] <= 3
-    assert sorted(os.listdir(library)) == ["f%d.bin" % i for i in range(5)]
+    assert visible(library) == ["f%d.bin" % i for i in range(5)]
+    assert upload_temporaries(library) == []
 
 
 def test_settings_are_saved_and_restored(make_app, shelfd, home, tmp_path):
@@ -480,7 +483,9 @@ def test_closing_with_transfers_running_asks_then_cancels(make_app, shelfd, libr
     dialog.buttons[True].invoke()  # Cancel them and quit
     pump(app, lambda: app.closed, what="the app to close")
     assert transfer.state.value == "cancelled"
-    wait_for(lambda: os.listdir(library) == [], what="the library to be empty")
+    # Nothing listed, and nothing kept for a RESUME either: Cancel drops the upload.
+    wait_for(lambda: visible(library) == [] and upload_temporaries(library) == [],
+             what="the library to be empty")
 
 
 def test_keyboard(connected, library, home):
@@ -567,3 +572,124 @@ def test_unexpected_exception_is_one_friendly_line(make_app, tmp_path):
          what="the friendly line")
     crash_log = tmp_path / "state" / "shelf" / "shelf-gui.log"
     assert "Traceback" in crash_log.read_text() and "ValueError: boom" in crash_log.read_text()
+
+
+def test_library_folders_are_listed_first_and_never_moved_as_files(connected, library, home):
+    app = connected
+    (library / "photos").mkdir()
+    (library / "photos" / "inside.jpg").write_bytes(b"j" * 10)
+    (library / "zz folder").mkdir()
+    (library / "a.txt").write_text("a")
+    app.refresh()
+    pump(app, lambda: len(remote_names(app)) == 3, what="the listing")
+    assert remote_names(app) == ["photos", "zz folder", "a.txt"]  # folders first
+    app.remote.sort_by("size")
+    app.remote.sort_by("size")  # descending: folders still first
+    assert remote_names(app)[:2] == ["zz folder", "photos"]
+    photos = app.remote.tree.item("photos")
+    assert photos["values"][0] == ""  # no size
+    assert str(photos["image"][0]) == str(app.remote.icons["folder"])
+    assert app.remote.footer.cget("text") == "1 file, 2 folders, 1 B"
+    assert app.status_var.get().startswith("Library: 1 file, 2 folders, 1 B")
+
+    # Download, Enter and a drag to Your files: a clear word, no transfer, nothing written.
+    for act in (app.download_button.invoke,
+                lambda: press(app, app.remote.tree, "<Return>"),
+                lambda: app.drop_between_panes(app.remote, app.local.tree)):
+        app.status_var.set("")
+        app.remote.select(["photos"])
+        act()
+        assert app.transfers.transfers == {}
+        assert "“photos” is a folder" in app.status_var.get()
+        assert "next version" in app.status_var.get()
+    assert os.listdir(home) == []
+
+    # A folder and a file: the file is downloaded, the folder named in Messages.
+    app.remote.select(["photos", "a.txt"])
+    app.download_selected()
+    [job] = wait_transfers_done(app, 1)
+    assert job.state.value == "done", job.error
+    assert sorted(os.listdir(home)) == ["a.txt"]
+    assert any("“photos” is a folder" in line for line in app.log_lines())
+
+    # A file that became a folder after it was listed fails as such, not as a file.
+    (library / "a.txt").unlink()
+    (library / "a.txt").mkdir()
+    os.unlink(os.path.join(home, "a.txt"))
+    app.download_names(["a.txt"])
+    job = wait_transfers_done(app, 2)[-1]
+    assert job.state.value == "failed"
+    assert "a.txt is a folder in the library" in job.error
+    assert sorted(os.listdir(home)) == []
+
+
+def test_a_resumed_download_of_a_changed_file_starts_over(make_app, shelfd, library, home,
+                                                          tmp_path):
+    """The part file an earlier run left holds the version it was queued for; the file was
+    replaced since by one of the same size and mtime, which only the version tells apart."""
+    import json
+
+    from common.client import Client
+    old, new = os.urandom(1 << 20), os.urandom(1 << 20)
+    (library / "doc.bin").write_bytes(old)
+    with Client("127.0.0.1", shelfd.port) as client:
+        before = client.stat("doc.bin")
+    part = os.path.join(home, ".doc.bin.shelf-part")
+    with open(part, "wb") as handle:
+        handle.write(old[:300_000])
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    (queue / "earlier.json").write_text(json.dumps({
+        "direction": "download", "host": "127.0.0.1", "port": shelfd.port, "folder": home,
+        "files": [["doc.bin", os.path.join(home, "doc.bin"), before.size, before.mtime, False,
+                   before.version]]}))
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(new)
+    mtime_ns = os.stat(library / "doc.bin").st_mtime_ns
+    os.utime(replacement, ns=(mtime_ns, mtime_ns))
+    os.replace(replacement, library / "doc.bin")
+    with Client("127.0.0.1", shelfd.port) as client:
+        after = client.stat("doc.bin")
+    assert (after.size, after.mtime) == (before.size, before.mtime)
+    assert after.version != before.version
+
+    app = make_app(queue_folder=str(queue))
+    dialog = pump(app, lambda: app.active_dialog, what="the offer to resume")
+    dialog.buttons["resume"].invoke()
+    [job] = wait_transfers_done(app, 1)
+    assert job.state.value == "done", job.error
+    with open(os.path.join(home, "doc.bin"), "rb") as handle:
+        assert handle.read() == new
+    assert os.listdir(home) == ["doc.bin"]
+    assert os.listdir(queue) == []
+
+
+def test_a_server_of_another_protocol_version_is_named_as_such(make_app):
+    import socket
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        app = make_app()
+        app.connect("127.0.0.1", port)
+        accepted = []
+
+        def greet_as_version_1():
+            if not accepted:
+                try:
+                    peer, _ = listener.accept()
+                except BlockingIOError:
+                    return False
+                accepted.append(peer)
+                peer.sendall(b"READY shelf/1\n")
+            return app.state_var.get().startswith("Not connected")
+
+        try:
+            pump(app, greet_as_version_1, what="the refusal")
+        finally:
+            for peer in accepted:
+                peer.close()
+    assert "speaks another version of the Shelf protocol" in app.state_var.get()
+    assert "shelf/1" in app.state_var.get() and "shelf/2" in app.state_var.get()
+    assert app.connect_button.cget("text") == "Connect"

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import wait_for
+from helpers import upload_temporaries, visible, wait_for
 from test_gui import (close, connected, home, make_app, pump, remote_names,  # noqa: F401
                       tk_process_state, wait_transfers_done)
 
@@ -48,7 +48,7 @@ def test_special_files_are_shown_as_what_they_are_and_never_opened(connected, ho
             {"name": "pipe", "path": os.path.join(home, "pipe"), "size": 0}])
         pump(app, lambda: batch.finished, timeout=5, what="the refusal")
         assert "named pipe" in batch.jobs[0].error
-        assert sorted(os.listdir(library)) == ["real.txt"]
+        assert visible(library) == ["real.txt"]
     finally:
         server.close()
 
@@ -157,7 +157,7 @@ def test_transfer_list_follows_new_work(connected, home, library):
     last = str(max(app.transfers.batches))
     pump(app, lambda: app.transfer_list.tree.bbox(last), what="the newest row in view")
     wait_transfers_done(app, 25)
-    assert len(os.listdir(library)) == 25
+    assert len(visible(library)) == 25
 
 
 def test_one_row_per_batch_with_files_on_demand(connected, home, library):
@@ -179,7 +179,7 @@ def test_one_row_per_batch_with_files_on_demand(connected, home, library):
     assert app.transfer_list.tree.set(files[0], "state") == "done"
     pump(app, lambda: len(app.transfer_list.tree.get_children("1")) == 1200,
          what="the other file rows, a slice per tick")
-    assert len(os.listdir(library)) == 1200
+    assert len(visible(library)) == 1200
     pump(app, lambda: len(app.remote.rows) == 1200, what="the library listed once")
 
 
@@ -205,7 +205,8 @@ def test_disconnect_asks_and_pauses_then_connect_resumes(connected, home, shelfd
     app.cancel_selected()
     pump(app, lambda: job.state.finished, timeout=5, what="the cancel")
     assert job.state.value == "cancelled"
-    wait_for(lambda: os.listdir(library) == [], what="nothing in the library")
+    wait_for(lambda: visible(library) == [] and upload_temporaries(library) == [],
+             what="nothing in the library")
 
 
 def test_queue_and_settings_survive_and_downloads_resume_from_part_files(
@@ -323,7 +324,8 @@ def test_disconnect_cancel_them_ends_queued_and_running_and_leaves_nothing(
              what="the row of batch %d" % batch_id)
     # Nothing partial on either side: no part file here, no temporary in the library.
     assert sorted(os.listdir(home)) == before_home
-    wait_for(lambda: sorted(os.listdir(library)) == ["movie.bin"],
+    # Nothing kept for a RESUME either: the cancelled uploads were dropped (ABORT).
+    wait_for(lambda: visible(library) == ["movie.bin"] and upload_temporaries(library) == [],
              what="nothing but the original in the library: %s" % os.listdir(library))
     wait_for(lambda: not shelfd.sessions(), what="the server's sessions to end")
     assert os.path.getsize(library / "movie.bin") == 4 << 30
@@ -371,7 +373,8 @@ def test_a_slow_upload_is_not_shown_as_stalled(connected, home, shelfd, library)
     app.transfer_list.tree.selection_set("1")
     app.cancel_selected()
     pump(app, lambda: job.state.finished, timeout=5, what="the cancel")
-    wait_for(lambda: os.listdir(library) == [], what="nothing in the library")
+    wait_for(lambda: visible(library) == [] and upload_temporaries(library) == [],
+             what="nothing in the library")
 
 
 def test_closing_the_resume_question_keeps_the_work_for_next_time(make_app, home, tmp_path):
