@@ -42,31 +42,23 @@ log = logging.getLogger("shelfd")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 
-class Served(Protocol):
-    """One client's session, made in the session process by ``Handler.session``."""
-
-    def run(self) -> None:
-        """Serve until the session is over (the caller closes the socket)."""
-
-    def request_stop(self) -> None:
-        """From a signal handler: finish the current request and return from ``run``."""
-
-
 class Handler(Protocol):
     """What a listener serves: ``daemon.session.ShelfHandler`` for the Shelf protocol.
 
     Built in the master before the first fork. ``session`` runs in a session
-    process (forked per client, or a ready one of the pool); ``stop_fd``
-    becomes readable on every signal there, so a session that waits should
-    watch it. ``refuse`` tells a client there is no room (the caller logs why
-    and closes the socket); it runs in the master or in a ready process. An
-    optional ``warm_up()`` runs in the master before the first fork, so the
-    children share the code it warms.
+    process (forked per client, or a ready one of the pool) and returns an
+    object whose ``run()`` serves until the session is over and whose
+    ``request_stop()``, called from a signal handler, makes ``run`` return
+    after the current request; ``stop_fd`` becomes readable on every signal,
+    so a session that waits should watch it. ``refuse`` tells a client there
+    is no room (the caller logs why and closes the socket), in the master or
+    in a ready process. An optional ``warm_up()`` runs in the master before
+    the first fork, so the children share the code it warms.
     """
 
     name: str
 
-    def session(self, conn: socket.socket, peer: str, stop_fd: int) -> Served: ...
+    def session(self, conn: socket.socket, peer: str, stop_fd: int): ...
 
     def refuse(self, conn: socket.socket, peer: str, why: str) -> None: ...
 
