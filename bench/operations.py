@@ -130,7 +130,7 @@ def list_folder(server, folder: str) -> int:
         conn.request("GET", "/%s/" % folder)
         body = conn.getresponse().read()
         conn.close()
-        return body.count(b"<li>")
+        return body.count(b'<a href="') - body.count(b'<a href="../"')  # nginx links ".."
     ftp = ftplib.FTP()
     ftp.connect("127.0.0.1", server.port, timeout=120)
     ftp.login()

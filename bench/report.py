@@ -34,7 +34,8 @@ def render_gui_batches(batches: dict) -> list:
 def render_listing(report: dict) -> list[str]:
     """The table of one LIST of a wide folder, Shelf against the peers."""
     rows = [(name, row["list_wide"]) for name, row in report["rows"].items()
-            if isinstance(row, dict) and row.get("list_wide")]
+            if isinstance(row, dict) and row.get("list_wide")
+            and row["list_wide"]["entries"]]  # a server that lists nothing is not compared
     if not rows:
         return []
     out = ["", "LIST of one folder of %s files (median of the rounds, warm cache; "

@@ -104,7 +104,7 @@ class Nginx(Server):
             handle.write("""worker_processes 2; pid %s/nginx.pid; error_log %s/logs/error.log;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
-  server { listen 127.0.0.1:%d; root %s; } }
+  server { listen 127.0.0.1:%d; root %s; autoindex on; } }
 """ % (prefix, prefix, self.port, folder))
         self.spawn([binary, "-p", prefix, "-c", conf, "-g", "daemon off;"])
 
