@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def absolute_paths(args) -> None:
     """Paths mean what they meant where the command was typed, also after detaching."""
-    for name in ("root", "pidfile", "log_file", "config"):
+    for name in ("root", "pidfile", "log_file", "config", "users", "tls_cert", "tls_key",
+                 "state_dir"):
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(value))

@@ -56,7 +56,13 @@ class Settings:
     grace: float = 10.0
     prefork: int = 4        # ready session processes kept (0: a fresh fork per session)
     no_fsync: bool = False  # benchmarks only: shows what the durability promise costs
-    anonymous: str | None = None  # permission letters; None: "rw" ("r" with --read-only)
+    anonymous: str | None = None  # permission letters; None: "rw" without accounts, none with
+    users: str | None = None        # the accounts file (shelfd user add ...)
+    tls: bool = False               # the listener speaks TLS from the first byte
+    tls_cert: str | None = None     # PEM certificate chain (else a self-signed one)
+    tls_key: str | None = None      # its PEM private key
+    state_dir: str | None = None    # where shelfd keeps its own state (the self-signed cert)
+    proxy_protocol: str | None = None  # addresses allowed to send a PROXY v2 header
     trash_days: float = 30.0        # how long deleted files stay restorable (0: no trash)
     keep_uploads_hours: float = 24.0  # how long a broken upload's bytes wait for RESUME
 
@@ -145,6 +151,8 @@ CONVERTERS = {
     "max_clients": _positive_int, "max_per_ip": _positive_int, "backlog": _positive_int, "idle_timeout": _seconds, "max_upload": parse_size,
     "read_only": parse_bool, "log_file": str, "log_level": _level, "grace": _seconds,
     "no_fsync": parse_bool, "prefork": _count, "anonymous": _permissions,
+    "users": str, "tls": parse_bool, "tls_cert": str, "tls_key": str, "state_dir": str,
+    "proxy_protocol": str,
     "trash_days": _retention(36500), "keep_uploads_hours": _retention(24 * 365),
 }
 
@@ -258,7 +266,8 @@ def merge_settings(args: argparse.Namespace) -> Settings:
     if settings.max_per_ip is None:
         settings = replace(settings, max_per_ip=default_max_per_ip(settings.max_clients))
     absolute = {name: os.path.abspath(getattr(settings, name))
-                for name in ("root", "pidfile", "log_file") if getattr(settings, name)}
+                for name in ("root", "pidfile", "log_file", "users", "tls_cert", "tls_key",
+                             "state_dir") if getattr(settings, name)}
     return replace(settings, **absolute)
 
 

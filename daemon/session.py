@@ -123,9 +123,10 @@ class Session:
     """Serve one connected client; ``run()`` returns when the session is over."""
 
     def __init__(self, sock: socket.socket, peer: str, library: Library,
-                 idle_timeout: float, stop_fd: int | None = None):
+                 idle_timeout: float, stop_fd: int | None = None, tls: bool = False):
         self.sock = sock
         self.peer = peer
+        self.tls = tls  # the session runs inside TLS (the greeting says "tls")
         self.library = library
         self.grant = library.anonymous
         self.access = Access(library, library.anonymous or Grant(permissions=""))
