@@ -221,17 +221,23 @@ def worker_main(listener: socket.socket, status_fd: int, handler, max_per_ip: in
             log.error("cannot accept: %s", exc.strerror)
             poller.poll(0.5)  # out of descriptors: let the master see it, do not spin
             continue
-        peer = format_peer(address)
-        if not peers.claim(slot, address[0], max_per_ip):
-            turn_away(handler, conn, peer, over_max_per_ip(max_per_ip, address[0]))
+        peer, host = format_peer(address), address[0]
+        # A trusted balancer's connections are counted by the client's address,
+        # which its PROXY header gives: read below, once this process says busy.
+        proxied = host in (getattr(handler, "proxies", None) or ())
+        if not proxied and not peers.claim(slot, host, max_per_ip):
+            turn_away(handler, conn, peer, over_max_per_ip(max_per_ip, host))
             continue
         set_process_name(SESSION_NAME)
         os.write(status_fd, ("B %d %s\n" % (pid, peer)).encode("utf-8"))
         conn.setblocking(True)
-        session = handler.session(conn, peer, stop_r)
-        state["session"] = session
         try:
-            session.run()
+            if proxied:
+                peer = admit_proxied(handler, conn, peer, host, peers, slot, max_per_ip)
+            if peer is not None:
+                session = handler.session(conn, peer, stop_r)
+                state["session"] = session
+                session.run()
         except ShelfError as exc:
             log.warning("%s session failed: %s", peer, exc)
         finally:
@@ -242,6 +248,26 @@ def worker_main(listener: socket.socket, status_fd: int, handler, max_per_ip: in
         set_process_name(READY_NAME)
         if not (state["stopping"] or state["retiring"]) and served < SESSIONS_PER_PROCESS:
             os.write(status_fd, b"I %d\n" % pid)
+
+
+def admit_proxied(handler, conn: socket.socket, peer: str, host: str, peers, slot,
+                  max_per_ip: int) -> str | None:
+    """Read a trusted balancer's PROXY header and count the client by its own address.
+
+    The client's peer string, or None when it was turned away (a bad header,
+    or --max-per-ip reached for the real address).
+    """
+    from daemon.proxy import ProxyError, unwrap
+
+    try:
+        peer, host = unwrap(handler, conn, peer, host)
+    except ProxyError as exc:
+        log.warning("%s refused: %s", peer, exc)
+        return None
+    if not peers.claim(slot, host, max_per_ip):
+        turn_away(handler, conn, peer, over_max_per_ip(max_per_ip, host))
+        return None
+    return peer
 
 
 def ready_poller(listener: socket.socket, stop_fd: int):

@@ -256,8 +256,17 @@ class Server:
 
         With a pool, its shared table counts the sessions of every listener,
         so a forked session takes a row there too; without one, ``hosts`` does.
+        A session forked for a trusted balancer's connection is not counted
+        by address: with a pool, the ready processes count those clients by
+        their real address; with a fresh fork per session (--prefork 0), the
+        balancer's own per-source limits are the only ones.
         """
         limit = self.settings.max_per_ip
+        if host in (getattr(handler, "proxies", None) or ()):
+            # A trusted balancer: its clients are told apart by their PROXY headers,
+            # read in the session process (the master never waits on a client).
+            self._fork_session(handler, conn, peer)
+            return
         if self.pool is None:
             if sum(1 for peer_host in self.hosts.values() if peer_host == host) >= limit:
                 self._refuse(handler, conn, peer, over_max_per_ip(limit, host))

@@ -31,7 +31,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Settings a SIGHUP can change for every session that starts afterwards.
 LIVE_SETTINGS = {"max_clients", "max_per_ip", "idle_timeout", "max_upload", "read_only",
                  "log_level", "log_file", "grace", "trash_days", "keep_uploads_hours",
-                 "anonymous"}
+                 "anonymous", "proxy_protocol"}
 
 
 class ConfigError(ShelfError):
@@ -140,6 +140,12 @@ def _permissions(text: str) -> str:
     return parse_permissions(text)
 
 
+def _proxies(text: str) -> str:
+    from daemon.proxy import parse_trusted
+
+    return parse_trusted(text)
+
+
 def _level(text: str) -> str:
     if text.lower() not in LOG_LEVELS:
         raise ValueError("must be one of %s" % ", ".join(LOG_LEVELS))
@@ -152,7 +158,7 @@ CONVERTERS = {
     "read_only": parse_bool, "log_file": str, "log_level": _level, "grace": _seconds,
     "no_fsync": parse_bool, "prefork": _count, "anonymous": _permissions,
     "users": str, "tls": parse_bool, "tls_cert": str, "tls_key": str, "state_dir": str,
-    "proxy_protocol": str,
+    "proxy_protocol": _proxies,
     "trash_days": _retention(36500), "keep_uploads_hours": _retention(24 * 365),
 }
 
@@ -198,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--anonymous", type=typed("anonymous"), metavar="PERMS",
         help="what a session may do before any LOGIN: letters r (read), w (add files and "
              "folders), d (delete, replace), m (rename), or none (default rw)")
+    add("--proxy-protocol", type=typed("proxy_protocol"), metavar="ADDR[,ADDR...]",
+        help="balancers (addresses or networks) whose connections start with a PROXY "
+             "protocol v2 header naming the real client; required from them, never "
+             "accepted from anyone else")
     add("--trash-days", type=typed("trash_days"), metavar="DAYS",
         help="keep deleted files restorable this long (default 30; 0: delete at once)")
     add("--keep-uploads-hours", type=typed("keep_uploads_hours"), metavar="HOURS",

@@ -497,6 +497,16 @@ class ShelfHandler:
     def __init__(self, library: Library, settings):
         self.library = library
         self.settings = settings
+        self._proxies = (None, None)  # (the settings they came from, Trusted)
+
+    @property
+    def proxies(self):
+        """The balancers allowed to send a PROXY header (``--proxy-protocol``)."""
+        current = self.settings()
+        if self._proxies[0] is not current:
+            from daemon.proxy import Trusted
+            self._proxies = (current, Trusted(getattr(current, "proxy_protocol", None)))
+        return self._proxies[1]
 
     def session(self, sock: socket.socket, peer: str, stop_fd: int | None) -> Session:
         return Session(sock, peer, self.library, self.settings().idle_timeout, stop_fd=stop_fd)
@@ -578,6 +588,12 @@ def over_max_per_ip(limit: int, host: str) -> str:
     return "%d sessions from %s already (max_per_ip)" % (limit, host)
 
 
+def peer_host(peer: str) -> str:
+    """The host part of a ``format_peer`` string (``[v6]:port`` or ``v4:port``)."""
+    host = peer.split(" ", 1)[0].rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
 def format_peer(address) -> str:
     """``host:port`` (``[v6]:port``) of an accepted client, as every log line names it."""
     if isinstance(address, tuple):
@@ -595,6 +611,13 @@ def serve_in_child(handler, sock: socket.socket, peer: str) -> None:
     master's business, SIGXFSZ must not kill us mid-upload (EFBIG instead).
     """
     set_process_name(SESSION_NAME)
+    from daemon.proxy import ProxyError, unwrap
+    try:  # behind a trusted balancer, the client's own address first
+        peer, _ = unwrap(handler, sock, peer, peer_host(peer))
+    except ProxyError as exc:
+        log.warning("%s refused: %s", peer, exc)
+        sock.close()
+        return
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     session = handler.session(sock, peer, stop_r)
     install_child_signals(lambda signum, frame: session.request_stop(), stop_w)
