@@ -54,6 +54,9 @@ def check_config(args) -> int:
     service.check_paths(settings)
     if settings.log_file:
         service.open_log_handler(settings).close()
+    if settings.tls and settings.tls_cert:
+        from daemon.tls import load_context
+        load_context(settings.tls_cert, settings.tls_key)
     print("config ok: would serve %s on %s:%d%s" % (
         settings.root, settings.host, settings.port, " read-only" if settings.read_only else ""))
     return 0
@@ -69,6 +72,12 @@ def run(args, argv: list[str]) -> int:
     if settings.no_fsync:
         log.warning("--no-fsync: stored files are not flushed to disk (benchmarks only)")
     pidfile = PidFile(settings.pidfile) if settings.pidfile else None
+    # The handler reads the settings in effect: a reload replaces server.settings.
+    handler = ShelfHandler(library, lambda: server.settings)
+    if settings.tls:  # ssl only in a --tls master; the certificate before the port
+        from daemon.tls import TlsHandler
+        handler = TlsHandler(handler, lambda: server.settings)
+        handler.load_certificate(settings)
     status_fd = None
     if args.detached_fds:  # we are the re-executed half of a frozen --daemon
         listen_fd, status_fd = (int(fd) for fd in args.detached_fds.split(","))
@@ -87,9 +96,8 @@ def run(args, argv: list[str]) -> int:
     if settings.daemon or args.detached_fds:
         service.configure_logging(settings, to_stderr=False)
 
-    # One listener today; a TLS or FTP front would be another (socket, handler) pair.
-    # The handler reads the settings in effect: a reload replaces server.settings.
-    server = Server([(listener, ShelfHandler(library, lambda: server.settings))], settings)
+    # One listener today; an FTP front would be another (socket, handler) pair.
+    server = Server([(listener, handler)], settings)
     state = {"settings": settings}
 
     def on_ready():
@@ -101,7 +109,9 @@ def run(args, argv: list[str]) -> int:
             service.report_to_launcher(status_fd, str(exc))
             raise
         host, port = listener.getsockname()[:2]
-        log.info("listening on %s:%d", host, port)
+        if settings.tls:
+            log.info("tls certificate %s", handler.fingerprint)
+        log.info("listening on %s:%d%s", host, port, " (tls)" if settings.tls else "")
         log.info("serving %s%s (max %d sessions, %d per address, idle timeout %g s)",
                  settings.root, " read-only" if settings.read_only else "",
                  settings.max_clients, settings.max_per_ip, settings.idle_timeout)
@@ -115,6 +125,8 @@ def run(args, argv: list[str]) -> int:
         service.sd_notify("RELOADING=1")
         try:
             state["settings"] = reload(args, state["settings"], server, library)
+            if settings.tls:
+                handler.reload_certificate(state["settings"])
         finally:
             service.sd_notify("READY=1")
 

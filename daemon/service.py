@@ -31,7 +31,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Settings a SIGHUP can change for every session that starts afterwards.
 LIVE_SETTINGS = {"max_clients", "max_per_ip", "idle_timeout", "max_upload", "read_only",
                  "log_level", "log_file", "grace", "trash_days", "keep_uploads_hours",
-                 "anonymous", "proxy_protocol"}
+                 "anonymous", "proxy_protocol",
+                 "tls_cert", "tls_key"}  # (--tls: the certificate is re-read at SIGHUP)
 
 
 class ConfigError(ShelfError):
@@ -222,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep N session processes ready, each serving one session at a time; the "
              "pool grows with demand and shrinks after 15 s idle (default 4; 0: a fresh "
              "process per session)")
+    add("--tls", action="store_true", default=None,
+        help="speak TLS (1.2 or newer) on the listener; without --tls-cert/--tls-key a "
+             "self-signed certificate is made in --state-dir on first start")
+    add("--tls-cert", metavar="FILE", help="PEM certificate (chain) for --tls")
+    add("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    add("--state-dir", metavar="DIR",
+        help="where shelfd keeps its own state, such as the self-signed certificate "
+             "(default: $STATE_DIRECTORY under systemd, /var/lib/shelf as root, else the "
+             "user's state folder)")
     add("--config", metavar="FILE", help="INI file with a [shelfd] section")
     add("--check-config", action="store_true",
         help="check the options and config file, print what would be served, and exit "
@@ -275,6 +285,8 @@ def merge_settings(args: argparse.Namespace) -> Settings:
         raise ConfigError("--root DIR is required (the folder to serve)")
     if settings.max_per_ip is None:
         settings = replace(settings, max_per_ip=default_max_per_ip(settings.max_clients))
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together (a certificate and its key)")
     absolute = {name: os.path.abspath(getattr(settings, name))
                 for name in ("root", "pidfile", "log_file", "users", "tls_cert", "tls_key",
                              "state_dir") if getattr(settings, name)}

@@ -151,7 +151,8 @@ class Session:
         requests = 0
         reason = "closed by client"
         try:
-            self.channel.send_line(" ".join([GREETING] + self.library.features()))
+            features = self.library.features() + (["tls"] if self.tls else [])
+            self.channel.send_line(" ".join([GREETING] + features))
             while not self.stopping:
                 if not self._wait_for_request():
                     reason = "stopping" if self.stopping else "idle timeout"
@@ -181,8 +182,8 @@ class Session:
 
     def _wait_for_request(self) -> bool:
         """Block until a request may be read; False on idle timeout or stop."""
-        if self.channel.has_buffered_data():
-            return True
+        if self.channel.has_buffered_data() or (self.tls and self.sock.pending()):
+            return True  # (TLS: a decrypted record may wait in the SSL object)
         watched = [self.sock] if self.stop_fd is None else [self.sock, self.stop_fd]
         deadline = time.monotonic() + self.idle_timeout
         while True:
