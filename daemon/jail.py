@@ -138,7 +138,13 @@ def parse_path(text: str) -> Segments:
     return () if text in ("", "/") else validate_path(text.split("/"))
 
 
+_PLAIN_NAME = re.compile(r"[ -\-0-~][ -.0-~]{0,254}")  # printable ASCII, no "/", no leading "."
+
+
 def _listable(name: str) -> bool:
+    """Whether an on-disk name is a valid segment (a listing asks this of every entry)."""
+    if _PLAIN_NAME.fullmatch(name):  # the usual case, without encoding anything
+        return True
     try:
         validate_segment(name)
     except Invalid:
