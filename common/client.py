@@ -146,18 +146,23 @@ class Client:
     """A session with shelfd. Not thread-safe: one owner at a time."""
 
     def __init__(self, host: str = protocol.DEFAULT_HOST, port: int = protocol.DEFAULT_PORT,
-                 timeout: float = DEFAULT_TIMEOUT):
+                 timeout: float = DEFAULT_TIMEOUT, tls: bool = False, trust=None,
+                 tls_session=None):
+        """Connect and read the greeting.
+
+        ``tls``: the server is a ``shelfs://`` one. ``trust`` (a
+        ``common.trust.Trust``; by default the system's CAs and the user's
+        known_servers, asking nobody) decides whether its certificate is
+        accepted, else ``TrustRefused``. ``tls_session`` (the ``tls_session``
+        of an earlier client with the same ``trust``) resumes that TLS session.
+        """
         self.host = host
         self.port = port
         self.timeout = timeout
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except socket.timeout:
-            raise CannotConnect("cannot connect to %s:%d: timed out" % (host, port)) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise CannotConnect("cannot connect to %s:%d: %s" % (host, port, reason.lower())) from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            sock = self._connect_tls(trust, tls_session)
+        else:
+            sock = self._connect_tcp()
         self.channel = Channel(sock)
         try:
             greeting = self._read_line()
@@ -178,6 +183,62 @@ class Client:
             raise ProtocolError("%s:%d is not a Shelf server (it said %r)"
                                 % (host, port, greeting[:60]))
         self.features = features
+
+    # -- connecting ----------------------------------------------------------
+
+    def _connect_tcp(self) -> socket.socket:
+        host, port = self.host, self.port
+        try:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+        except socket.timeout:
+            raise CannotConnect("cannot connect to %s:%d: timed out" % (host, port)) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise CannotConnect("cannot connect to %s:%d: %s" % (host, port, reason.lower())) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _connect_tls(self, trust, session):
+        """The TLS socket (see common.trust); handshake failures are CannotConnect."""
+        import ssl
+
+        from common.trust import Trust
+
+        if trust is None:
+            trust = Trust()
+        self.trust = trust
+        host, port = self.host, self.port
+        try:
+            return trust.connect(self._connect_tcp, host, port, session)
+        except ssl.SSLError as exc:
+            reason = (exc.reason or str(exc)).lower().replace("_", " ")
+            hint = " (is it a plain shelf:// server?)" if "wrong version" in reason else ""
+            raise CannotConnect("TLS handshake with %s:%d failed: %s%s"
+                                % (host, port, reason, hint)) from None
+        except socket.timeout:
+            raise CannotConnect("TLS handshake with %s:%d timed out" % (host, port)) from None
+        except OSError as exc:
+            raise CannotConnect("TLS handshake with %s:%d failed: %s" % (
+                host, port, (exc.strerror or str(exc) or "connection closed").lower())) from None
+
+    @property
+    def tls_session(self):
+        """The TLS session to resume on the next connection (None without TLS)."""
+        return getattr(self.channel.sock, "session", None)
+
+    @property
+    def session_reused(self) -> bool:
+        """True when this connection resumed an earlier TLS session."""
+        return bool(getattr(self.channel.sock, "session_reused", False))
+
+    @property
+    def fingerprint(self) -> str | None:
+        """``sha256:<hex>`` of the server's certificate (None without TLS)."""
+        getpeercert = getattr(self.channel.sock, "getpeercert", None)
+        if getpeercert is None:
+            return None
+        from common.trust import fingerprint_of
+        return fingerprint_of(getpeercert(binary_form=True))
 
     # -- plumbing ------------------------------------------------------------
 
