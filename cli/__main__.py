@@ -18,7 +18,8 @@ from common import __version__
 from common.client import ShelfError
 from common.protocol import DEFAULT_HOST, DEFAULT_PORT
 
-ENVIRONMENT_HELP = """environment: SHELF_SERVER gives the default server URL (shelf://HOST[:PORT]);
+ENVIRONMENT_HELP = """environment: SHELF_SERVER gives the default server URL (shelf://HOST[:PORT],
+or shelfs://HOST[:PORT] for TLS);
 SHELF_HOST and SHELF_PORT the defaults for --host and --port."""
 
 
@@ -33,12 +34,26 @@ def port_number(text: str) -> int:
     return port
 
 
+def fingerprint(text: str) -> str:
+    """argparse type of --trust: sha256:<64 hex digits>."""
+    from common.trust import parse_fingerprint
+
+    try:
+        return parse_fingerprint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelf-cli", description="Talk to a Shelf library from the terminal.",
         epilog=EXIT_HELP + "\n\n" + ENVIRONMENT_HELP, formatter_class=Formatter)
     parser.add_argument("--server", metavar="URL",
-                        help="the server, shelf://HOST[:PORT] (default $SHELF_SERVER)")
+                        help="the server, shelf://HOST[:PORT], or shelfs://HOST[:PORT] for "
+                             "TLS (default $SHELF_SERVER)")
+    parser.add_argument("--trust", metavar="sha256:HEX", type=fingerprint,
+                        help="shelfs://: accept the server's certificate with exactly this "
+                             "fingerprint (shelfd logs it) without asking, and remember it")
     parser.add_argument("--host", default=None,
                         help="server address (default $SHELF_HOST or %s)" % DEFAULT_HOST)
     parser.add_argument("--port", type=port_number, default=None,
@@ -127,10 +142,14 @@ def run(args) -> int:
 
     server = args.server
     show_progress = not args.quiet and sys.stderr.isatty()
+    tls = {}
+    if server.tls:
+        from cli.trusting import make_trust
+        tls = {"tls": True, "trust": make_trust(server.host, server.port, args.trust)}
     if args.command == "shell":
         from cli.shell import run_shell
-        return run_shell(server.host, server.port, args.timeout, quiet=args.quiet)
-    with commands.Session(server.host, server.port, args.timeout) as session:
+        return run_shell(server.host, server.port, args.timeout, quiet=args.quiet, **tls)
+    with commands.Session(server.host, server.port, args.timeout, **tls) as session:
         session.connect()  # first: no server is exit 4 before anything else
         client = session.client
         command = args.command

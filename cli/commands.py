@@ -39,20 +39,25 @@ class Session:
     next command then starts a new session instead of reading them.
     """
 
-    def __init__(self, host: str, port: int, timeout: float):
+    def __init__(self, host: str, port: int, timeout: float, tls: bool = False, trust=None):
         self.host, self.port, self.timeout = host, port, timeout
+        self.tls, self.trust = tls, trust  # shelfs://, and whom to trust (common.trust)
         self._client: Client | None = None
+        self._tls_session = None  # a reopened TLS session resumes the last one
 
     @property
     def server(self) -> str:
         """The server as a URL, for messages and upload records."""
         host = "[%s]" % self.host if ":" in self.host else self.host
-        return "shelf://%s:%d" % (host, self.port)
+        return "%s://%s:%d" % ("shelfs" if self.tls else "shelf", host, self.port)
 
     @property
     def client(self) -> Client:
         if self._client is None or self._client.closed:
-            self._client = Client(self.host, self.port, timeout=self.timeout)
+            self._client = Client(self.host, self.port, timeout=self.timeout, tls=self.tls,
+                                  trust=self.trust, tls_session=self._tls_session)
+            if self.tls:  # the same contexts next time, so the session can resume
+                self.trust, self._tls_session = self._client.trust, self._client.tls_session
         return self._client
 
     def connect(self) -> Client:

@@ -10,6 +10,7 @@ from common.client import (CannotConnect, Denied, Exists, NotEmpty, NotFound, Re
 from common.files import (CannotResume, DestinationExists, DownloadInProgress, LocalError,
                           LocalNotFound, LocalWriteError)
 from common.protocol import INVALID, InvalidName
+from common.trust import TrustRefused
 
 EXIT_OK = 0
 EXIT_EXISTS = 1
@@ -32,6 +33,7 @@ _CODES = (
     (LocalWriteError, EXIT_TRANSFER_FAILED), (CannotResume, EXIT_TRANSFER_FAILED),
     (LocalError, EXIT_USAGE),
     (CannotConnect, EXIT_CANNOT_CONNECT), (ServerBusy, EXIT_BUSY),
+    (TrustRefused, EXIT_TLS_REFUSED),
     (InvalidName, EXIT_USAGE),
 )
 

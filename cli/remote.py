@@ -1,6 +1,7 @@
 """Naming things on the server: the server URL, and remote paths as people type them.
 
-No I/O, no state. ``parse_server`` reads ``shelf://HOST[:PORT]``; ``resolve``
+No I/O, no state. ``parse_server`` reads ``shelf://HOST[:PORT]`` (and
+``shelfs://HOST[:PORT]``, a TLS server; the same default port); ``resolve``
 turns a typed path into the segments the wire carries, relative to a current
 folder (the shell's ``cd``; the root for one-shot commands). ``.`` and ``..``
 are client-side arithmetic only: the wire never carries them.
@@ -19,10 +20,11 @@ Path = tuple  # a remote path: a tuple of valid segments; () is the root
 class Server(NamedTuple):
     host: str
     port: int
+    tls: bool = False  # shelfs://
 
     def url(self) -> str:
         host = "[%s]" % self.host if ":" in self.host else self.host
-        return "shelf://%s:%d" % (host, self.port)
+        return "%s://%s:%d" % ("shelfs" if self.tls else "shelf", host, self.port)
 
 
 class BadServer(LocalError):
@@ -30,16 +32,14 @@ class BadServer(LocalError):
 
 
 def parse_server(url: str) -> Server:
-    """``shelf://HOST[:PORT]`` (IPv6 in brackets) into (host, port)."""
+    """``shelf://HOST[:PORT]`` or ``shelfs://...`` (IPv6 in brackets) into (host, port, tls)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise BadServer("not a server URL: %r (write shelf://HOST[:PORT])" % url)
     scheme = scheme.lower()
-    if scheme == "shelfs":
-        raise BadServer("TLS servers (shelfs://) are not supported by this shelf-cli yet: %s"
-                        % url)
-    if scheme != "shelf":
-        raise BadServer("unknown kind of server URL %r (write shelf://HOST[:PORT])" % url)
+    if scheme not in ("shelf", "shelfs"):
+        raise BadServer("unknown kind of server URL %r (write shelf://HOST[:PORT], or "
+                        "shelfs://HOST[:PORT] for TLS)" % url)
     rest = rest.rstrip("/")
     if "/" in rest or "?" in rest or "#" in rest:
         raise BadServer("a server URL names a server, not a path: %r" % url)
@@ -61,7 +61,7 @@ def parse_server(url: str) -> Server:
         if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
             raise BadServer("bad port %r in %s (1-65535)" % (port_text, url))
         port = int(port_text)
-    return Server(host, port)
+    return Server(host, port, scheme == "shelfs")
 
 
 def resolve(typed: str, current: Path = ()) -> Path:

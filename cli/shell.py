@@ -66,9 +66,10 @@ def get_parser() -> WordParser:
 
 
 class ShelfShell(cmd.Cmd):
-    def __init__(self, host: str, port: int, timeout: float, stdin=None, stdout=None):
+    def __init__(self, host: str, port: int, timeout: float, stdin=None, stdout=None,
+                 **tls):
         super().__init__(stdin=stdin, stdout=stdout)
-        self.session = commands.Session(host, port, timeout)
+        self.session = commands.Session(host, port, timeout, **tls)  # tls=, trust=: shelfs://
         self.address = "%s:%d" % (host, port)
         self.current: Path = ()
         self.listings: dict[Path, tuple[float, list]] = {}  # folder: (when, entries)
@@ -435,9 +436,9 @@ def history_file() -> str | None:
     return os.path.join(folder, "shell_history")
 
 
-def run_shell(host: str, port: int, timeout: float, quiet: bool = False) -> int:
+def run_shell(host: str, port: int, timeout: float, quiet: bool = False, **tls) -> int:
     """Run the prompt loop; the exit code (non-interactive: the last failure's)."""
-    shell = ShelfShell(host, port, timeout)
+    shell = ShelfShell(host, port, timeout, **tls)
     shell.connect()  # fail at once, with an exit code, when there is no server
     interactive = sys.stdin.isatty()
     shell.interactive = interactive
