@@ -20,6 +20,7 @@ system-deps:
 	command -v openbox >/dev/null || missing="$$missing openbox"; \
 	command -v xprop >/dev/null || missing="$$missing x11-utils"; \
 	command -v desktop-file-validate >/dev/null || missing="$$missing desktop-file-utils"; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages:$$missing"; \
