@@ -312,6 +312,13 @@ def handshake(context: ssl.SSLContext, sock: socket.socket, deadline: float,
     is closed when the handshake fails.
     """
     sock.setblocking(False)
+    # TLS 1.3 sends its session tickets in a write of their own just before the
+    # greeting: with Nagle the greeting would wait for the client's delayed ACK
+    # (40 ms on Linux) on every connection.
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
     tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
     stop = [] if stop_fd is None else [stop_fd]
     try:
