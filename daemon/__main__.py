@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields, replace
 
 from common.protocol import ShelfError
-from daemon import service
+from daemon import accounts, service
 from daemon.grant import Library
 from daemon.store import Store
 from daemon.pidfile import PidFile
@@ -26,6 +26,9 @@ log = logging.getLogger("shelfd")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["user"]:
+        from daemon import usercmd
+        return usercmd.main(argv[1:])
     args = service.build_parser().parse_args(argv)
     absolute_paths(args)
     try:
@@ -54,6 +57,9 @@ def check_config(args) -> int:
     service.check_paths(settings)
     if settings.log_file:
         service.open_log_handler(settings).close()
+    if settings.users:
+        accounts.load(settings.users)  # systemd's ExecReload runs this first: a broken
+                                       # users file fails the reload, and the old stay
     if settings.tls and settings.tls_cert:
         from daemon.tls import load_context
         load_context(settings.tls_cert, settings.tls_key)
@@ -69,6 +75,9 @@ def run(args, argv: list[str]) -> int:
         service.open_syslog().close()  # refuse now, while the user still sees stderr
     library = Library(Store(settings.root, durable=not settings.no_fsync))
     library.configure(settings)
+    if settings.users:
+        library.accounts = accounts.load(settings.users)  # a broken file: one line, exit 1
+        library.login_failures = accounts.FailureTable()  # before the first fork
     if settings.no_fsync:
         log.warning("--no-fsync: stored files are not flushed to disk (benchmarks only)")
     pidfile = PidFile(settings.pidfile) if settings.pidfile else None
@@ -115,6 +124,9 @@ def run(args, argv: list[str]) -> int:
         log.info("serving %s%s (max %d sessions, %d per address, idle timeout %g s)",
                  settings.root, " read-only" if settings.read_only else "",
                  settings.max_clients, settings.max_per_ip, settings.idle_timeout)
+        if library.accounts is not None:
+            log.info("accounts: %d users from %s", len(library.accounts), settings.users)
+            warn_about_users_file(settings.users)
         warn_about_exposure(settings)
         # No MAINPID=: under a one-file executable the bootloader is the main
         # process systemd started, and it forwards signals to us.
@@ -164,8 +176,31 @@ def listen(settings) -> socket.socket:
                          % (settings.host, settings.port, (exc.strerror or str(exc)).lower())) from None
 
 
+def warn_about_users_file(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("users file %s can be read by others (mode %o): chmod 600 it",
+                    path, mode & 0o777)
+
+
+def reload_accounts(settings, library: Library) -> None:
+    """SIGHUP: the users file again; a file that does not parse leaves the old accounts."""
+    if not settings.users or library.accounts is None:
+        return
+    try:
+        library.accounts = accounts.load(settings.users)
+    except ShelfError as exc:
+        log.error("reload: %s; the %d accounts read before stay", exc, len(library.accounts))
+        return
+    log.info("reload: %d accounts from %s", len(library.accounts), settings.users)
+    warn_about_users_file(settings.users)
+
+
 def warn_about_exposure(settings) -> None:
-    if settings.anonymous == "":
+    if settings.anonymous == "" and not settings.users:
         log.warning("--anonymous none and no accounts: every request but LOGIN, NOOP and "
                     "QUIT is refused")
     if os.geteuid() == 0:
@@ -191,6 +226,7 @@ def reload(args, current, server: Server, library: Library):
     server.settings = applied
     library.configure(applied)
     reopen_log(applied)
+    reload_accounts(applied, library)
     if server.prefork:
         server.retire_workers()  # their settings are the old ones
     if live:

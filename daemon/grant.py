@@ -11,8 +11,10 @@ checks the same permissions earlier, so a refusal tells nothing about what
 exists.
 
 ``Library`` is what the master opens once and every session process inherits:
-the store, the anonymous grant, and the service's rules (trash, kept uploads).
-SIGHUP changes it in the master; sessions forked after that see the change.
+the store, the anonymous grant, the service's rules (trash, kept uploads), and
+with ``--users`` the accounts and the table of failed logins per address
+(``daemon.accounts``). SIGHUP changes it in the master; sessions forked after
+that see the change.
 """
 
 from __future__ import annotations
@@ -68,12 +70,14 @@ class Library:
     anonymous: Grant | None = field(default_factory=Grant)
     trash: bool = True           # DELETE moves files to the trash (--trash-days > 0)
     keep_uploads: bool = True    # broken uploads are kept for RESUME (--keep-uploads-hours > 0)
-    accounts: bool = False       # LOGIN is configured (the next issue)
+    accounts: dict | None = None  # name -> daemon.accounts.Account with --users, else None
+    login_failures: object = None  # daemon.accounts.FailureTable (made before the first fork)
+    max_upload: int | None = None  # every grant's upload limit (--max-upload)
 
     def features(self) -> list[str]:
         """The words after ``READY shelf/2`` in this service's greeting."""
         words = []
-        if self.accounts:
+        if self.accounts is not None:
             words.append("login")
         if self.anonymous is not None:
             words.append("anonymous")
@@ -87,15 +91,21 @@ class Library:
     def configure(self, settings) -> None:
         """The service's rules from its settings (at start, and again on SIGHUP).
 
-        The anonymous grant: ``--anonymous`` (default ``rw``), less everything
-        but reading with ``--read-only``, limited by ``--max-upload``; no
-        permission at all means no anonymous grant (only LOGIN is served).
+        The anonymous grant: ``--anonymous`` (default ``rw``, or none where
+        ``--users`` names accounts), less everything but reading with
+        ``--read-only``, limited by ``--max-upload``; no permission at all
+        means no anonymous grant (only LOGIN is served). The accounts
+        themselves are read by ``__main__`` (a broken file at SIGHUP keeps
+        the old ones).
         """
-        permissions = "rw" if settings.anonymous is None else settings.anonymous
+        permissions = settings.anonymous
+        if permissions is None:
+            permissions = "" if getattr(settings, "users", None) else "rw"
         if settings.read_only:
             permissions = permissions.replace("w", "").replace("d", "").replace("m", "")
         self.anonymous = (Grant(ANONYMOUS, permissions, (), settings.max_upload)
                           if permissions else None)
+        self.max_upload = settings.max_upload
         self.trash = settings.trash_days > 0
         self.keep_uploads = settings.keep_uploads_hours > 0
 

@@ -168,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelfd",
         description="Serve a folder as a Shelf library: a process per session.",
-        epilog="Signals: TERM/INT stop gracefully, HUP reopens the log and re-reads the "
-               "config. Config file: INI, section [shelfd], keys like the long options "
+        epilog="Accounts: shelfd user add|passwd|del|list (shelfd user --help). "
+               "Signals: TERM/INT stop gracefully, HUP reopens the log and re-reads the "
+               "config and the users file. Config file: INI, section [shelfd], keys like the long options "
                "(max_clients = 64); command-line options win.")
     add = parser.add_argument
 
@@ -204,11 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="anonymous sessions may only read (the same as --anonymous r)")
     add("--anonymous", type=typed("anonymous"), metavar="PERMS",
         help="what a session may do before any LOGIN: letters r (read), w (add files and "
-             "folders), d (delete, replace), m (rename), or none (default rw)")
+             "folders), d (delete, replace), m (rename), or none (default rw; none with "
+             "--users)")
     add("--proxy-protocol", type=typed("proxy_protocol"), metavar="ADDR[,ADDR...]",
         help="balancers (addresses or networks) whose connections start with a PROXY "
              "protocol v2 header naming the real client; required from them, never "
              "accepted from anyone else")
+    add("--users", metavar="FILE",
+        help="the accounts file (made with 'shelfd user add NAME --users FILE'); LOGIN is "
+             "then served and --anonymous defaults to none. Re-read on SIGHUP")
     add("--trash-days", type=typed("trash_days"), metavar="DAYS",
         help="keep deleted files restorable this long (default 30; 0: delete at once)")
     add("--keep-uploads-hours", type=typed("keep_uploads_hours"), metavar="HOURS",

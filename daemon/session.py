@@ -10,7 +10,9 @@ they reach a ``cmd_<verb>`` method, in the order the protocol asks: the
 arguments (count, paths, numbers, tokens), then the permission the verb needs,
 and only then does anything look a path up. The ``cmd_*`` methods hold only
 the logic, and reach the library only through the session's ``Access`` (its
-grant's view of the store).
+grant's view of the store). LOGIN swaps that ``Access`` for the user's; the
+passwords, their argon2 check and the failures per address are in
+``daemon.accounts`` (argon2 itself is imported at a session's first LOGIN).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from common.protocol import (EMPTY, EXISTS, FAIL, GREETING, OK, Channel, Connect
                              ConnectionLost, LineTooLong, ProtocolError, ShelfError,
                              decode_password, decode_path, encode_name, encode_path,
                              parse_decimal, parse_token)
+from daemon.accounts import root_text, verify as verify_password
 from daemon.grant import Access, Grant, Library
 from daemon.sessionlog import session_log
 from daemon.store import IOFailure, NotFound, StoreError
@@ -42,6 +45,7 @@ MASTER_NAME, SESSION_NAME, READY_NAME = "shelfd", "shelfd session", "shelfd read
 JANITOR_NAME = "shelfd clean-up"
 _USER = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 MAX_FAILED_LOGINS = 3  # the third failed LOGIN ends the session
+LOGIN_DELAY = 1.0      # seconds: no failed LOGIN is answered sooner
 
 
 @dataclass(frozen=True)
@@ -425,11 +429,82 @@ class Session:
     # -- the session -------------------------------------------------------------
 
     def cmd_login(self, user: str, password: bytes) -> str:
+        """LOGIN: the user's grant for the rest of the session, or the same FAIL for any miss.
+
+        Refused at once, costing nothing, on a plain listener off loopback
+        (the password crossed a network in clear). A wrong user or password,
+        and an address with too many failures (``FailureTable``; no argon2
+        cost spent then), all answer ``FAIL denied`` no sooner than
+        LOGIN_DELAY after the request arrived, and each counts towards the
+        session's third failure. A failed LOGIN leaves the session's grant
+        as it was.
+        """
+        arrived = time.monotonic()
+        library = self.library
+        host = peer_host(self.peer)
+        if library.accounts is None:
+            return self._login_failed(user, host, arrived, "login refused: this server has "
+                                      "no accounts", "no accounts", delay=False,
+                                      logged=True)
+        if not self.tls and not self._on_loopback():
+            self.fail(protocol.DENIED, "login needs TLS")
+            log.warning("auth refused user=%s addr=%s: login needs TLS (plain listener off "
+                        "loopback)", user, host)
+            return "FAIL denied login needs TLS"
+        failures = library.login_failures
+        if failures is not None and failures.banned_for(host):
+            return self._login_failed(user, host, arrived, "too many failed logins from %s; "
+                                      "try again later" % host, "address banned")
+        account = verify_password(library.accounts, user, password)
+        if account is None:
+            if failures is not None and failures.record_failure(host):
+                log.warning("auth ban addr=%s: %d failed logins within %d s; LOGIN refused "
+                            "for %d s", host, failures.limit, failures.window, failures.ban)
+            log.warning("auth failed user=%s addr=%s", user, host)
+            return self._login_failed(user, host, arrived, "login refused: wrong user or "
+                                      "password", "wrong user or password", logged=True)
+        try:
+            root = self.library.store.stat(account.root)
+        except StoreError:
+            root = None
+        if root is None or root.kind != "folder":
+            where = root_text(account.root)
+            log.warning("auth refused user=%s addr=%s: root folder %s is not a folder of the "
+                        "library", user, host, where)
+            self.fail(protocol.DENIED, "login refused: the root folder %s of %s is missing; "
+                      "ask the administrator" % (where, user))
+            return "FAIL denied root folder %s missing" % where
+        self.grant = account.grant(library.max_upload)
+        self.access = Access(library, self.grant)
+        log.info("auth ok user=%s addr=%s", user, host)
+        self.reply("%s %s %s %s" % (OK, user, self.grant.word(), root_text(account.root)))
+        return "OK %s %s %s" % (user, self.grant.word(), root_text(account.root))
+
+    def _login_failed(self, user: str, host: str, arrived: float, reason: str, detail: str,
+                      delay: bool = True, logged: bool = False) -> str:
+        """FAIL denied no sooner than LOGIN_DELAY after ``arrived``; the third one ends the session."""
+        if delay:
+            remaining = arrived + LOGIN_DELAY - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+        if not logged:
+            log.warning("auth refused user=%s addr=%s: %s", user, host, detail)
         self.failed_logins += 1
-        self.fail(protocol.DENIED, "login refused: this server has no accounts")
+        self.fail(protocol.DENIED, reason)
         if self.failed_logins >= MAX_FAILED_LOGINS:
             raise EndSession("%d failed logins" % self.failed_logins)
-        return "FAIL denied %s (no accounts)" % user
+        return "FAIL denied %s (%s)" % (user, detail)
+
+    def _on_loopback(self) -> bool:
+        """True when the client reached us on a loopback address (its traffic never left us)."""
+        import ipaddress
+
+        try:
+            local = ipaddress.ip_address(self.sock.getsockname()[0].split("%", 1)[0])
+        except (OSError, ValueError, IndexError, TypeError):
+            return False
+        mapped = getattr(local, "ipv4_mapped", None)
+        return (mapped or local).is_loopback
 
     def cmd_noop(self) -> None:
         self.reply(OK)
