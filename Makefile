@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: run test test-systemd bench dist screenshot soak fuzz system-deps install-desktop install-service clean
 
 # System packages: Tk for the desktop client; Xvfb, xdotool, a window manager (openbox)
-# and xprop for its real-input tests.
+# and xprop for its real-input tests; fail2ban for fail2ban-regex, which checks our filter.
 # Installed with apt-get when missing and we are root; otherwise we say what is missing.
 system-deps:
 	@missing=""; \
@@ -20,6 +20,7 @@ system-deps:
 	command -v openbox >/dev/null || missing="$$missing openbox"; \
 	command -v xprop >/dev/null || missing="$$missing x11-utils"; \
 	command -v desktop-file-validate >/dev/null || missing="$$missing desktop-file-utils"; \
+	command -v fail2ban-regex >/dev/null || missing="$$missing fail2ban"; \
 	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
