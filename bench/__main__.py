@@ -192,6 +192,12 @@ def main(argv=None) -> int:
                                                                 parallel_size)
         results["Shelf"]["master_rss_kib"] = rss_kib(shelf.proc.pid)
         report["burst"] = burst_table(few, work, args.quick, args.no_peers, report["missing"])
+        try:  # 7: TLS, Shelf and nginx with one certificate (bench/tls.py)
+            from bench.tls import tls_figures
+            report["tls"] = tls_figures(served, uploads, work, big, rounds, clients, each,
+                                        report["missing"], peers=not args.no_peers)
+        except Exception as exc:  # noqa: BLE001 - reported as missing, never dropped
+            report["missing"].append("TLS rows: %s" % str(exc).split("\n")[0])
     finally:
         for server in everything:
             server.stop()

@@ -108,6 +108,8 @@ def render(report: dict, args) -> str:
         out.append("* shelfd's master process RSS after the run: %.1f MiB (a small master "
                    "keeps fork fast)." % (shelf["master_rss_kib"] / 1024))
     out += render_burst(report)
+    from bench.tls import render_tls
+    out += render_tls(report)
     gui = rows.get("gui")
     if gui:
         out += ["", "## Desktop client", ""]
