@@ -18,8 +18,8 @@ from common import __version__
 from common.client import ShelfError
 from common.protocol import DEFAULT_HOST, DEFAULT_PORT
 
-ENVIRONMENT_HELP = """environment: SHELF_SERVER gives the default server URL (shelf://HOST[:PORT],
-or shelfs://HOST[:PORT] for TLS);
+ENVIRONMENT_HELP = """environment: SHELF_SERVER gives the default server URL (shelf://[USER@]HOST[:PORT],
+or shelfs://[USER@]HOST[:PORT] for TLS); SHELF_PASSWORD the password of USER;
 SHELF_HOST and SHELF_PORT the defaults for --host and --port."""
 
 
@@ -49,11 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shelf-cli", description="Talk to a Shelf library from the terminal.",
         epilog=EXIT_HELP + "\n\n" + ENVIRONMENT_HELP, formatter_class=Formatter)
     parser.add_argument("--server", metavar="URL",
-                        help="the server, shelf://HOST[:PORT], or shelfs://HOST[:PORT] for "
-                             "TLS (default $SHELF_SERVER)")
+                        help="the server, shelf://[USER@]HOST[:PORT], or shelfs://... for "
+                             "TLS; USER@ logs in as USER (default $SHELF_SERVER)")
     parser.add_argument("--trust", metavar="sha256:HEX", type=fingerprint,
                         help="shelfs://: accept the server's certificate with exactly this "
                              "fingerprint (shelfd logs it) without asking, and remember it")
+    parser.add_argument("--password-stdin", action="store_true",
+                        help="read USER's password (shelf://USER@HOST) as one line of standard "
+                             "input (else $SHELF_PASSWORD, else a prompt on the terminal)")
     parser.add_argument("--host", default=None,
                         help="server address (default $SHELF_HOST or %s)" % DEFAULT_HOST)
     parser.add_argument("--port", type=port_number, default=None,
@@ -146,6 +149,12 @@ def run(args) -> int:
     if server.tls:
         from cli.trusting import make_trust
         tls = {"tls": True, "trust": make_trust(server.host, server.port, args.trust)}
+    if server.user is not None:  # the Session's arguments: LOGIN in each session it opens
+        from cli.login import password_for
+        tls.update(user=server.user, password=password_for(server, args.password_stdin))
+    elif args.password_stdin:
+        from cli.login import password_for
+        password_for(server, True)  # says why it makes no sense
     if args.command == "shell":
         from cli.shell import run_shell
         return run_shell(server.host, server.port, args.timeout, quiet=args.quiet, **tls)

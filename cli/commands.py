@@ -39,8 +39,11 @@ class Session:
     next command then starts a new session instead of reading them.
     """
 
-    def __init__(self, host: str, port: int, timeout: float, tls: bool = False, trust=None):
+    def __init__(self, host: str, port: int, timeout: float, tls: bool = False, trust=None,
+                 user: str | None = None, password: bytes | None = None):
         self.host, self.port, self.timeout = host, port, timeout
+        # USER@: every session, the first and each reopened one, logs in at once.
+        self.user, self.password = user, password
         self.tls, self.trust = tls, trust  # shelfs://, and whom to trust (common.trust)
         self._client: Client | None = None
         self._tls_session = None  # a reopened TLS session resumes the last one
@@ -49,13 +52,15 @@ class Session:
     def server(self) -> str:
         """The server as a URL, for messages and upload records."""
         host = "[%s]" % self.host if ":" in self.host else self.host
-        return "%s://%s:%d" % ("shelfs" if self.tls else "shelf", host, self.port)
+        user = self.user + "@" if self.user else ""
+        return "%s://%s%s:%d" % ("shelfs" if self.tls else "shelf", user, host, self.port)
 
     @property
     def client(self) -> Client:
         if self._client is None or self._client.closed:
             self._client = Client(self.host, self.port, timeout=self.timeout, tls=self.tls,
-                                  trust=self.trust, tls_session=self._tls_session)
+                                  trust=self.trust, tls_session=self._tls_session,
+                                  user=self.user, password=self.password)
             if self.tls:  # the same contexts next time, so the session can resume
                 self.trust, self._tls_session = self._client.trust, self._client.tls_session
         return self._client

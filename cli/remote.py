@@ -1,7 +1,9 @@
 """Naming things on the server: the server URL, and remote paths as people type them.
 
-No I/O, no state. ``parse_server`` reads ``shelf://HOST[:PORT]`` (and
-``shelfs://HOST[:PORT]``, a TLS server; the same default port); ``resolve``
+No I/O, no state. ``parse_server`` reads ``shelf://[USER@]HOST[:PORT]`` (and
+``shelfs://...``, a TLS server; the same default port). A URL never holds a
+password (``USER:PASSWORD@`` is refused): it would show in the process
+list and the shell's history. ``resolve``
 turns a typed path into the segments the wire carries, relative to a current
 folder (the shell's ``cd``; the root for one-shot commands). ``.`` and ``..``
 are client-side arithmetic only: the wire never carries them.
@@ -12,7 +14,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from common.files import LocalError
-from common.protocol import DEFAULT_PORT, InvalidName, check_path_length, validate_name
+from common.protocol import (DEFAULT_PORT, USER_NAME, InvalidName, check_path_length,
+                             validate_name)
 
 Path = tuple  # a remote path: a tuple of valid segments; () is the root
 
@@ -21,10 +24,12 @@ class Server(NamedTuple):
     host: str
     port: int
     tls: bool = False  # shelfs://
+    user: str | None = None  # USER@: LOGIN as this user
 
     def url(self) -> str:
         host = "[%s]" % self.host if ":" in self.host else self.host
-        return "%s://%s:%d" % ("shelfs" if self.tls else "shelf", host, self.port)
+        user = self.user + "@" if self.user else ""
+        return "%s://%s%s:%d" % ("shelfs" if self.tls else "shelf", user, host, self.port)
 
 
 class BadServer(LocalError):
@@ -43,8 +48,15 @@ def parse_server(url: str) -> Server:
     rest = rest.rstrip("/")
     if "/" in rest or "?" in rest or "#" in rest:
         raise BadServer("a server URL names a server, not a path: %r" % url)
+    user = None
     if "@" in rest:
-        raise BadServer("accounts (USER@ in %s) are not supported by this shelf-cli yet" % url)
+        user, _, rest = rest.rpartition("@")
+        if ":" in user:
+            raise BadServer("never put a password in a server URL (it shows in the process "
+                            "list); use SHELF_PASSWORD, --password-stdin or the prompt")
+        if not USER_NAME.fullmatch(user):
+            raise BadServer("bad user name %r in %s: 1 to 64 letters, digits, '.', '_' or '-'"
+                            % (user, url))
     if rest.startswith("["):
         host, bracket, tail = rest[1:].partition("]")
         if not bracket or (tail and not tail.startswith(":")):
@@ -61,7 +73,7 @@ def parse_server(url: str) -> Server:
         if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
             raise BadServer("bad port %r in %s (1-65535)" % (port_text, url))
         port = int(port_text)
-    return Server(host, port, scheme == "shelfs")
+    return Server(host, port, scheme == "shelfs", user)
 
 
 def resolve(typed: str, current: Path = ()) -> Path:

@@ -30,11 +30,11 @@ from typing import BinaryIO, Callable, NamedTuple, Sequence
 from common import protocol
 from common.protocol import (BUSY, EMPTY, EXISTS, FAIL, OK, Cancelled, Channel,
                              ConnectionClosed, ConnectionLost, ProtocolError, ShelfError,
-                             ShortFile, decode_name, decode_path, encode_path,
+                             ShortFile, decode_name, decode_path, encode_password, encode_path,
                              join_path, parse_decimal, parse_greeting, parse_token,
                              split_failure, split_path, split_reply)
 
-__all__ = ["Client", "Entry", "TrashEntry", "Received", "Stored", "ShelfError", "Exists",
+__all__ = ["Client", "Login", "LoginRefused", "Entry", "TrashEntry", "Received", "Stored", "ShelfError", "Exists",
            "NotFound", "Denied", "Changed", "NotEmpty", "TooLarge", "Full", "ServerBusy",
            "RemoteError", "ProtocolError", "ConnectionLost", "CannotConnect", "Cancelled",
            "ShortFile"]
@@ -100,6 +100,10 @@ class Full(RemoteError):
     code = protocol.FULL
 
 
+class LoginRefused(Denied):
+    """LOGIN answered FAIL denied: wrong user or password, or refused for another reason."""
+
+
 _BY_CODE = {cls.code: cls for cls in (NotFound, Denied, Changed, NotEmpty, TooLarge, Full)}
 
 
@@ -132,6 +136,13 @@ class TrashEntry:
     deleted: int       # seconds since the epoch
 
 
+class Login(NamedTuple):
+    """The grant a LOGIN gave: ``OK <user> <permissions> <root>``."""
+    user: str
+    permissions: str   # letters from "rwdm"; "" for none (the wire's "-")
+    root: str          # "/" then the user's folder in the library
+
+
 class Received(NamedTuple):
     length: int        # bytes received (from the offset to the end)
     version: str
@@ -147,14 +158,17 @@ class Client:
 
     def __init__(self, host: str = protocol.DEFAULT_HOST, port: int = protocol.DEFAULT_PORT,
                  timeout: float = DEFAULT_TIMEOUT, tls: bool = False, trust=None,
-                 tls_session=None):
-        """Connect and read the greeting.
+                 tls_session=None, user: str | None = None,
+                 password: bytes | str | None = None):
+        """Connect, read the greeting and, given a ``user``, LOGIN.
 
         ``tls``: the server is a ``shelfs://`` one. ``trust`` (a
         ``common.trust.Trust``; by default the system's CAs and the user's
         known_servers, asking nobody) decides whether its certificate is
         accepted, else ``TrustRefused``. ``tls_session`` (the ``tls_session``
         of an earlier client with the same ``trust``) resumes that TLS session.
+        ``user`` and ``password``: LOGIN at once (``login`` says how it may
+        fail); the grant is then ``self.grant``.
         """
         self.host = host
         self.port = port
@@ -183,6 +197,13 @@ class Client:
             raise ProtocolError("%s:%d is not a Shelf server (it said %r)"
                                 % (host, port, greeting[:60]))
         self.features = features
+        self.grant: Login | None = None
+        if user is not None:
+            try:
+                self.login(user, password if password is not None else b"")
+            except BaseException:
+                self.abort()
+                raise
 
     # -- connecting ----------------------------------------------------------
 
@@ -319,6 +340,29 @@ class Client:
 
     def noop(self) -> None:
         self._simple("NOOP")
+
+    def login(self, user: str, password: bytes | str) -> Login:
+        """LOGIN; the grant it gave (also kept as ``self.grant``).
+
+        LoginRefused for a wrong user or password (the server answers no
+        sooner than a second later, and closes the session at the third),
+        on a server without accounts, or for a plain connection to a server
+        off this machine (``login needs TLS``).
+        """
+        if not protocol.USER_NAME.fullmatch(user):
+            raise protocol.InvalidName("invalid user name %r: 1 to 64 letters, digits, '.', "
+                                       "'_' or '-'" % user[:80])
+        try:
+            rest = self._simple("LOGIN %s %s" % (user, encode_password(password)))
+        except Denied as exc:
+            reason = str(exc).removeprefix("login refused: ")
+            raise LoginRefused("login as %s refused by %s:%d: %s"
+                               % (user, self.host, self.port, reason)) from None
+        parts = rest.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            raise ProtocolError("malformed LOGIN reply from server")
+        self.grant = Login(parts[0], "" if parts[1] == "-" else parts[1], parts[2])
+        return self.grant
 
     def list(self, folder: str | Sequence[str] = "") -> list[Entry]:
         """The files and folders in ``folder`` (the root by default), sorted by name."""

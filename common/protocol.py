@@ -65,6 +65,7 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _DECIMAL = re.compile(rb"[0-9]+")  # any number of digits: a line is at most 4096 bytes
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _MUST_ENCODE = frozenset(range(0x00, 0x21)) | {0x25, 0x7F}
+USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # LOGIN's <user>
 
 
 class ShelfError(Exception):
@@ -164,6 +165,18 @@ def decode_password(token: bytes | str) -> bytes:
     if b"%" in _PERCENT.sub(b"", token):
         raise InvalidName("invalid password: '%' must be followed by two hex digits")
     return _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), token)
+
+
+def encode_password(password: bytes | str) -> str:
+    """A password for LOGIN: every byte but ASCII letters and digits as ``%XX``.
+
+    More than a sender must encode (``/``, space, ``%``, control bytes), so
+    any password, whatever it holds, is one token of one line.
+    """
+    if isinstance(password, str):
+        password = password.encode("utf-8")
+    return "".join(chr(byte) if chr(byte).isalnum() and byte < 0x80 else "%%%02X" % byte
+                   for byte in password)
 
 
 def encode_path(path: str | tuple[str, ...] | list[str]) -> str:
