@@ -496,15 +496,24 @@ class Session:
         return "FAIL denied %s (%s)" % (user, detail)
 
     def _on_loopback(self) -> bool:
-        """True when the client reached us on a loopback address (its traffic never left us)."""
+        """True when the client's traffic never left this machine.
+
+        It reached us on a loopback address, and, behind a balancer (a PROXY
+        header named the client), the client's own address is loopback too:
+        otherwise its leg to the balancer crossed a network in clear.
+        """
         import ipaddress
 
+        def loopback(text: str) -> bool:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
         try:
-            local = ipaddress.ip_address(self.sock.getsockname()[0].split("%", 1)[0])
+            if not loopback(self.sock.getsockname()[0]):
+                return False
+            return " (via " not in self.peer or loopback(peer_host(self.peer))
         except (OSError, ValueError, IndexError, TypeError):
             return False
-        mapped = getattr(local, "ipv4_mapped", None)
-        return (mapped or local).is_loopback
 
     def cmd_noop(self) -> None:
         self.reply(OK)

@@ -114,3 +114,25 @@ def test_read_header_takes_exactly_the_header(tmp_path):
         right.sendall(SIGNATURE + struct.pack("!BBH", 0x21, 0x11, 5000))
         with pytest.raises(ProxyError, match="too long"):
             read_header(left, 5)
+
+
+def test_logins_behind_a_balancer_count_the_real_client(daemon_factory, library, tmp_path):
+    """The ban table and the auth log name the client; a client off loopback needs TLS."""
+    from test_accounts import add_user
+    users = tmp_path / "users"
+    add_user(users, "alice", "correct horse", "rw", "/")
+    daemon = daemon_factory(library, "--users", str(users), "--proxy-protocol", "127.0.0.1")
+    with connect(daemon.port, build_header(("127.0.0.1", 7001))) as sock:  # a local client
+        assert greeted(first_line(sock))
+        sock.sendall(b"LOGIN alice wrong\n")
+        assert first_line(sock).startswith(b"FAIL denied login refused")
+        sock.sendall(b"LOGIN alice correct%20horse\n")
+        assert first_line(sock) == b"OK alice rw /"
+    with connect(daemon.port, build_header(("203.0.113.7", 7002))) as sock:  # over a network
+        assert greeted(first_line(sock))
+        sock.sendall(b"LOGIN alice correct%20horse\n")
+        assert first_line(sock) == b"FAIL denied login needs TLS"
+    wait_for(lambda: "user=alice addr=203.0.113.7" in daemon.log(), what="the refusal's line")
+    log = daemon.log()
+    assert "auth failed user=alice addr=127.0.0.1" in log
+    assert "auth ok user=alice addr=127.0.0.1" in log
