@@ -81,8 +81,9 @@ def default_state_dir() -> str:
         return given.split(":")[0]
     if os.geteuid() == 0:
         return "/var/lib/shelf"
-    from platformdirs import user_state_dir
-    return user_state_dir("shelf", appauthor=False)
+    # platformdirs' answer on Linux, without it (the packaged shelfd leaves it out)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "shelf")
 
 
 def certificate_files(settings) -> tuple[str, str]:

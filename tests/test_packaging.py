@@ -74,6 +74,36 @@ def test_packaged_shelfd_serves_put_and_get(dist, tmp_path):
         assert proc.wait(30) == 0
 
 
+def test_packaged_shelfd_with_accounts_and_tls(dist, tmp_path):
+    """argon2 and cryptography made it into the one-file executables (imported late)."""
+    library = tmp_path / "library"
+    library.mkdir()
+    users = tmp_path / "users"
+    added = subprocess.run([str(dist / "shelfd"), "user", "add", "alice", "--permissions", "rw",
+                            "--users", str(users)], input=b"correct horse\n",
+                           capture_output=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    log = tmp_path / "shelfd.log"
+    proc = subprocess.Popen([str(dist / "shelfd"), "--root", str(library), "--port", "0",
+                             "--users", str(users), "--tls", "--state-dir", str(tmp_path / "state"),
+                             "--log-file", str(log)], stdin=subprocess.DEVNULL)
+    try:
+        found = wait_for(lambda: log.exists() and re.search(
+            r"tls certificate (sha256:[0-9a-f]{64})[\s\S]*listening on \S+:(\d+) \(tls\)",
+            log.read_text()), what="listening with TLS")
+        fingerprint, port = found.group(1), int(found.group(2))
+        env = dict(os.environ, SHELF_PASSWORD="correct horse", HOME=str(tmp_path))
+        put = subprocess.run([str(dist / "shelf-cli"), "--server",
+                              "shelfs://alice@127.0.0.1:%d" % port, "--trust", fingerprint,
+                              "put", str(users), "users-copy"],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert put.returncode == 0, put.stderr
+        assert (library / "users-copy").read_bytes() == users.read_bytes()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
 def test_packaged_shelfd_daemon_mode(dist, tmp_path):
     library = tmp_path / "library"
     library.mkdir()

@@ -38,6 +38,8 @@ id shelf >/dev/null 2>&1 ||
             --shell /usr/sbin/nologin shelf
 mkdir -p /srv/shelf
 chown shelf:shelf /srv/shelf
+# The accounts file, readable by the service only; `shelfd user add` keeps its owner.
+[ -e /etc/shelf/users ] || install -m 0600 -o shelf -g shelf /dev/null /etc/shelf/users
 echo "installed $version as /usr/local/bin/shelfd; settings in /etc/shelf/shelfd.ini"
 
 if [ -d /run/systemd/system ]; then
