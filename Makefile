@@ -74,7 +74,8 @@ soak: $(STAMP)
 	$(BIN)/python tests/reliability_report.py .soak-figures.jsonl docs/reliability.md
 
 # dist/shelfd-service.tar.gz: what a server needs to run shelfd as a service, no Python:
-# the binary, install-service.sh, the unit, the ini template and the logrotate file.
+# the binary, install-service.sh, the unit, the ini template, the logrotate file and the
+# fail2ban filter and jail.
 dist: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dist]'
 	$(BIN)/python packaging/build.py --dist dist --work build
@@ -82,6 +83,7 @@ dist: $(STAMP)
 	cp dist/shelfd packaging/systemd/install-service.sh packaging/systemd/shelfd.service \
 	   packaging/systemd/shelfd.ini build/shelfd-service/
 	cp packaging/logrotate/shelfd build/shelfd-service/shelfd.logrotate
+	cp -r packaging/fail2ban build/shelfd-service/fail2ban
 	tar -C build --owner=0 --group=0 -czf dist/shelfd-service.tar.gz shelfd-service
 	cd dist && sha256sum shelfd-service.tar.gz >> SHA256SUMS
 

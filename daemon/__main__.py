@@ -127,7 +127,7 @@ def run(args, argv: list[str]) -> int:
         if library.accounts is not None:
             log.info("accounts: %d users from %s", len(library.accounts), settings.users)
             warn_about_users_file(settings.users)
-        warn_about_exposure(settings)
+        warn_about_exposure(settings, library)
         # No MAINPID=: under a one-file executable the bootloader is the main
         # process systemd started, and it forwards signals to us.
         service.sd_notify("READY=1\nSTATUS=listening on %s:%d" % (host, port))
@@ -199,15 +199,18 @@ def reload_accounts(settings, library: Library) -> None:
     warn_about_users_file(settings.users)
 
 
-def warn_about_exposure(settings) -> None:
+def warn_about_exposure(settings, library: Library) -> None:
     if settings.anonymous == "" and not settings.users:
         log.warning("--anonymous none and no accounts: every request but LOGIN, NOOP and "
                     "QUIT is refused")
     if os.geteuid() == 0:
         log.warning("running as root: a dedicated user is safer (see packaging/systemd)")
-    if settings.host in ("0.0.0.0", "::", "") and not settings.read_only:
+    anonymous = library.anonymous
+    if settings.host in ("0.0.0.0", "::", "") and anonymous is not None \
+            and set(anonymous.permissions) & set("wdm"):
         log.warning("listening on all addresses with uploads open: anyone who can reach "
-                    "this port can write to %s", settings.root)
+                    "this port can change %s (anonymous grant %s)", settings.root,
+                    anonymous.word())
 
 
 def reload(args, current, server: Server, library: Library):

@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_config(path: str) -> dict:
-    parser = configparser.ConfigParser(interpolation=None)
+    # "key = value   # why" reads as admins mean it (a "#" needs a space before it)
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)

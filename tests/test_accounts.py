@@ -209,6 +209,14 @@ def test_a_second_login_replaces_the_first(daemon_factory, library, users):
         assert raw.request("STAT alice/a").startswith("OK 0")
 
 
+def test_a_failed_login_keeps_the_grant_the_session_has(accounts_daemon, library):
+    with accounts_daemon.connect() as raw:
+        assert raw.request("LOGIN alice correct%20horse") == "OK alice rwdm /alice"
+        assert raw.request("LOGIN alice wrong").startswith("FAIL denied ")
+        assert raw.request("MKDIR still-alice") == "OK"  # still alice, in alice's folder
+    assert (library / "alice" / "still-alice").is_dir()
+
+
 def test_a_missing_root_folder_is_said_at_login(daemon_factory, library, tmp_path):
     users = tmp_path / "users"
     add_user(users, "carol", "pw", "rw", "/carol")

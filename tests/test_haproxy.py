@@ -33,6 +33,18 @@ def balanced(daemon_factory, library, tmp_path):
     """(shelfd, HAProxy's port, its stats socket path)."""
     shelfd = daemon_factory(library, "--proxy-protocol", "127.0.0.1", "--max-per-ip", "2",
                             "--host", "127.0.0.1")
+    yield from run_haproxy(shelfd, tmp_path, "")
+
+
+@pytest.fixture
+def balanced_tls(daemon_factory, library, tmp_path):
+    """The same with a --tls shelfd: HAProxy passes TLS through, its checks speak it."""
+    shelfd = daemon_factory(library, "--proxy-protocol", "127.0.0.1", "--tls",
+                            "--state-dir", str(tmp_path / "state"))
+    yield from run_haproxy(shelfd, tmp_path, " check-ssl verify none")
+
+
+def run_haproxy(shelfd, tmp_path, check_options: str):
     port = free_port()
     stats = tmp_path / "haproxy.sock"
     config = tmp_path / "haproxy.cfg"
@@ -51,8 +63,8 @@ frontend shelf
 backend shelfd
     option tcp-check
     tcp-check expect rstring ^READY\\ shelf/2
-    server one 127.0.0.1:%(shelfd)d send-proxy-v2 check check-send-proxy inter 500ms
-""" % {"stats": stats, "port": port, "shelfd": shelfd.port})
+    server one 127.0.0.1:%(shelfd)d send-proxy-v2 check check-send-proxy inter 500ms%(check)s
+""" % {"stats": stats, "port": port, "shelfd": shelfd.port, "check": check_options})
     with open(tmp_path / "haproxy.log", "wb") as output:  # read it when a test fails
         proc = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdin=subprocess.DEVNULL,
                                 stdout=output, stderr=subprocess.STDOUT)
@@ -141,3 +153,20 @@ def test_transfers_through_haproxy(balanced, library):
         sock.sendall(data)
         assert line(sock).startswith(b"OK %d " % len(data))
     assert (library / "big.bin").read_bytes() == data
+
+
+def test_tls_through_haproxy(balanced_tls):
+    """The PROXY header comes before the TLS handshake; the health checks speak TLS."""
+    import ssl
+    shelfd, port, stats = balanced_tls
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # trust is tests/test_tls.py's subject
+    with context.wrap_socket(through(port, "127.0.0.2"), server_hostname="localhost") as sock:
+        greeting = line(sock)
+        assert greeted(greeting) and b" tls" in greeting
+        sock.sendall(b"NOOP\n")
+        assert line(sock) == b"OK"
+    wait_for(lambda: "(via 127.0.0.1:" in shelfd.log(), what="the client's own address")
+    assert "127.0.0.2:" in shelfd.log() and "PROXY" not in shelfd.log()
+    assert server_status(stats) == "UP"

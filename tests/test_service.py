@@ -165,6 +165,16 @@ def test_version():
     assert result.returncode == 0 and re.match(r"shelfd \d+\.\d+", result.stdout)
 
 
+def test_comments_after_a_value_are_comments(daemon_factory, library, tmp_path):
+    config = tmp_path / "shelfd.ini"
+    config.write_text("[shelfd]\nread_only = yes   # a note, as admins write them\n"
+                      "max_clients = 5 ; another\n")
+    daemon = daemon_factory(library, "--config", str(config))
+    with daemon.connect() as conn:
+        assert conn.request("PUT a 1").startswith("FAIL denied ")
+    assert "max 5 sessions" in daemon.log()
+
+
 def test_config_file_and_command_line_precedence(daemon_factory, library, tmp_path):
     config = tmp_path / "shelfd.ini"
     config.write_text("[shelfd]\nmax_clients = 1\nread_only = yes\n")
