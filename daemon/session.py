@@ -33,6 +33,7 @@ from common.protocol import (EMPTY, EXISTS, FAIL, GREETING, OK, Channel, Connect
                              parse_decimal, parse_token)
 from daemon.accounts import root_text, verify as verify_password
 from daemon.grant import Access, Grant, Library
+from daemon.proxy import ProxyError, Trusted, unwrap  # here, once: not in every child
 from daemon.sessionlog import session_log
 from daemon.store import IOFailure, NotFound, StoreError
 
@@ -589,7 +590,6 @@ class ShelfHandler:
         """The balancers allowed to send a PROXY header (``--proxy-protocol``)."""
         current = self.settings()
         if self._proxies[0] is not current:
-            from daemon.proxy import Trusted
             self._proxies = (current, Trusted(getattr(current, "proxy_protocol", None)))
         return self._proxies[1]
 
@@ -613,6 +613,8 @@ class ShelfHandler:
         import logging
         import shutil
         from types import SimpleNamespace
+
+        self.proxies  # worked out here, once, rather than in every child
 
         from daemon.store import Store
 
@@ -696,7 +698,6 @@ def serve_in_child(handler, sock: socket.socket, peer: str) -> None:
     master's business, SIGXFSZ must not kill us mid-upload (EFBIG instead).
     """
     set_process_name(SESSION_NAME)
-    from daemon.proxy import ProxyError, unwrap
     try:  # behind a trusted balancer, the client's own address first
         peer, _ = unwrap(handler, sock, peer, peer_host(peer))
     except ProxyError as exc:
