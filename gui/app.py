@@ -38,7 +38,9 @@ from gui.journal import Journal
 from gui import layout
 from gui.layout import build_window
 from gui.panes import KIND_WORDS
-from gui.remote import Connected, Disconnected, Listed, RemoteFailed, RemoteWorker
+from gui.engine import Access
+from gui.remote import (Connected, Disconnected, Listed, LoginNeeded, RemoteFailed, RemoteWorker,
+                        TrustChanged, TrustQuestion)
 from gui.resume import ResumeActions
 from gui.transfers import DOWNLOAD, UPLOAD, TransferEngine, batch_figures
 from gui.wording import plain_error, plural, sentence
@@ -65,6 +67,7 @@ class ShelfApp(ConnectionActions, ResumeActions):
         self.connected = False
         self.connecting = False
         self.address: tuple | None = None   # the server the window browses
+        self.access = Access()              # how it was reached (TLS, user)
         self.active_dialog = None
         self.interrupted = False            # set by the SIGINT handler (only a flag)
         self._drag = None
@@ -92,6 +95,7 @@ class ShelfApp(ConnectionActions, ResumeActions):
         self.transfers = TransferEngine(self.post, self._batch_changed, self._batch_finished,
                                         self._file_failed, self.journal)
         self.remote_worker = RemoteWorker(self.post)
+        self.remote.on_open = self.open_remote_folder
         layout.enable_file_drop(self)
         self._open_first_folder()
         self.root.after_idle(self._restore_split)
@@ -162,6 +166,12 @@ class ShelfApp(ConnectionActions, ResumeActions):
             self._remote_failed(message)
         elif isinstance(message, Disconnected):
             self._set_disconnected("Disconnected")
+        elif isinstance(message, LoginNeeded):
+            self._login_needed(message)
+        elif isinstance(message, TrustQuestion):
+            self._trust_question(message)
+        elif isinstance(message, TrustChanged):
+            self._trust_changed(message)
 
     def _tick(self) -> None:
         """Once per tick: live progress of running batches, changed rows, the queue line."""
@@ -190,7 +200,23 @@ class ShelfApp(ConnectionActions, ResumeActions):
     def refresh(self) -> None:
         self.local.refresh()
         if self.connected:
-            self.remote_worker.request_list()
+            self.remote_worker.request_list(self.remote.folder)
+
+    def open_remote_folder(self, folder: str) -> None:
+        """Show the library ``folder`` ("" is the root) once its listing arrives."""
+        if not self.connected:
+            return
+        self.status_var.set("Opening %s…" % ("/" + folder if folder else "the library"))
+        self.remote_worker.request_list(folder)
+
+    def remote_up(self) -> str:
+        """Backspace / Alt+Up in the library: the parent folder, with this one selected."""
+        folder = self.remote.folder
+        if self.connected and folder:
+            parent, _, name = folder.rpartition("/")
+            self.remote.select_after = name
+            self.open_remote_folder(parent)
+        return "break"
 
     def focus_path(self) -> str:
         self.local.path_entry.focus_set()
@@ -210,7 +236,7 @@ class ShelfApp(ConnectionActions, ResumeActions):
         self.upload_paths([self.local.path_of(row) for row in rows])
 
     def download_selected(self) -> None:
-        names = [row.name for row in self.remote.selected_rows()]
+        names = [row.name for row in self.remote.selected_rows()]  # in the folder shown
         if not names:
             self.status_var.set("Select files in the Library to download")
             return
@@ -287,8 +313,10 @@ class ShelfApp(ConnectionActions, ResumeActions):
             self.show_error("Not uploaded: the connection to %s:%d ended while the files "
                             "were checked" % address, log_it=True)
             return
-        self._queue(UPLOAD, items, set(self.remote.rows), "in the library",
-                    allow_overwrite=False)
+        folder = self.remote.folder
+        self._queue(UPLOAD, items, set(self.remote.rows),
+                    "in %s" % folder if folder else "in the library", allow_overwrite=False,
+                    remote_folder=folder)
 
     def download_names(self, names, folder: str | None = None) -> None:
         folder = folder or self.local.folder
@@ -301,7 +329,9 @@ class ShelfApp(ConnectionActions, ResumeActions):
             if row is not None and row.is_dir:
                 folders.append(name)  # this version moves files only
                 continue
-            items.append({"name": name, "path": os.path.join(folder, name),
+            items.append({"name": self.remote.folder + "/" + name if self.remote.folder
+                          else name,
+                          "path": os.path.join(folder, name),
                           "size": row.size if row else 0, "mtime": row.mtime if row else 0,
                           "version": row.version if row else None})
         if folders:
@@ -326,10 +356,19 @@ class ShelfApp(ConnectionActions, ResumeActions):
                 "%s not %s (see Messages)" % (plural(len(refused), "item"), verb)
             self.status_var.set(text)
 
-    def _queue(self, direction, items, taken, where, allow_overwrite, folder="") -> None:
-        """Ask about names already taken, then queue what is left as one batch."""
+    def _queue(self, direction, items, taken, where, allow_overwrite, folder="",
+               remote_folder="") -> None:
+        """Ask about names already taken, then queue what is left as one batch.
+
+        Names are checked in the library folder shown; an upload's job then names
+        its path there (``remote_folder/name``)."""
         address = self.address
         chosen = []
+
+        def enqueue(item):
+            if remote_folder:
+                item["name"] = remote_folder + "/" + item["name"]
+            chosen.append(item)
 
         def show(dialog):
             self.active_dialog = dialog
@@ -338,7 +377,7 @@ class ShelfApp(ConnectionActions, ResumeActions):
             if chosen:
                 self.add_batch(direction, address, chosen, folder)
 
-        resolve_conflicts(self.root, items, taken, where, allow_overwrite, chosen.append, show,
+        resolve_conflicts(self.root, items, taken, where, allow_overwrite, enqueue, show,
                           lambda name: self.log_message("Skipped %s" % name),
                           lambda: self.status_var.set("Cancelled"),
                           local_names=direction == DOWNLOAD, finished=finished)
@@ -436,7 +475,7 @@ class ShelfApp(ConnectionActions, ResumeActions):
         # The library is listed again once per batch, not once per file.
         if batch.done_count:
             if batch.direction == UPLOAD and self.connected and self.address == batch.address:
-                self.remote_worker.request_list()
+                self.remote_worker.request_list(self.remote.folder)
             elif batch.direction == DOWNLOAD and batch.folder == self.local.folder:
                 self.local.refresh()
 

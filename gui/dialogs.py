@@ -85,6 +85,112 @@ class Dialog(tk.Toplevel):
     def extra_answer(self) -> tuple:
         return ()
 
+    def show_text(self, text: str) -> None:
+        """A line a person may need to copy (a fingerprint): read-only, selectable."""
+        self.text_var = tk.StringVar(self, value=text)
+        self.text_entry = ttk.Entry(self.extra, textvariable=self.text_var, state="readonly",
+                                    width=max(40, min(80, len(text) + 2)), font="TkFixedFont")
+        self.text_entry.pack(fill="x")
+        self._place(self.master)
+
+
+class LoginDialog(tk.Toplevel):
+    """User and password for a server; stays up while the login runs, shows the server's
+    refusal, and closes when the app says the login succeeded (``close``).
+
+    ``on_submit(user, password_bytes)`` when Log in is pressed (or Enter);
+    ``on_cancel()`` for Cancel, Escape or the close box. While a login runs
+    (a wrong password takes the server a second to refuse) the fields are
+    disabled; the window keeps redrawing, since the LOGIN runs in a worker.
+    """
+
+    def __init__(self, parent, server: str, user: str, on_submit, on_cancel,
+                 error: str = ""):
+        super().__init__(parent)
+        self.withdraw()
+        self.title("Log in")
+        self.transient(parent.winfo_toplevel())
+        self.resizable(False, False)
+        self.on_submit, self.on_cancel = on_submit, on_cancel
+        self.answered = False
+        body = ttk.Frame(self, padding=16)
+        body.pack(fill="both", expand=True)
+        ttk.Label(body, text="Log in to %s" % server, font="TkHeadingFont").grid(
+            row=0, column=0, columnspan=2, sticky="w")
+        self.user_var = tk.StringVar(self, value=user)
+        self.password_var = tk.StringVar(self)
+        ttk.Label(body, text="User").grid(row=1, column=0, sticky="w", pady=(10, 0))
+        self.user_entry = ttk.Entry(body, textvariable=self.user_var, width=28)
+        self.user_entry.grid(row=1, column=1, sticky="ew", padx=(8, 0), pady=(10, 0))
+        ttk.Label(body, text="Password").grid(row=2, column=0, sticky="w", pady=(6, 0))
+        self.password_entry = ttk.Entry(body, textvariable=self.password_var, show="•",
+                                        width=28)
+        self.password_entry.grid(row=2, column=1, sticky="ew", padx=(8, 0), pady=(6, 0))
+        self.error_var = tk.StringVar(self, value=error)
+        self.error_label = ttk.Label(body, textvariable=self.error_var, foreground="#d64545",
+                                     wraplength=360, justify="left")
+        self.error_label.grid(row=3, column=0, columnspan=2, sticky="w", pady=(8, 0))
+        row = ttk.Frame(body)
+        row.grid(row=4, column=0, columnspan=2, sticky="e", pady=(12, 0))
+        self.buttons = {"cancel": ttk.Button(row, text="Cancel", command=self.cancel),
+                        "login": ttk.Button(row, text="Log in", command=self.submit,
+                                            default="active")}
+        self.buttons["login"].pack(side="left", padx=(0, 6))
+        self.buttons["cancel"].pack(side="left")
+        self.protocol("WM_DELETE_WINDOW", self.cancel)
+        self.bind("<Escape>", lambda e: self.cancel())
+        self.bind("<Return>", lambda e: self.submit())
+        self.bind("<KP_Enter>", lambda e: self.submit())
+        Dialog._place(self, parent)
+        self.deiconify()
+        try:
+            self.grab_set()
+        except tk.TclError:
+            pass
+        (self.password_entry if user else self.user_entry).focus_set()
+
+    def submit(self) -> None:
+        if self.answered or str(self.buttons["login"].cget("state")) == "disabled":
+            return
+        user = self.user_var.get().strip()
+        if not user:
+            self.error_var.set("Enter your user name")
+            self.user_entry.focus_set()
+            return
+        self.error_var.set("Logging in…")
+        for widget in (self.user_entry, self.password_entry, self.buttons["login"]):
+            widget.configure(state="disabled")
+        self.on_submit(user, self.password_var.get().encode("utf-8"))
+
+    def refused(self, reason: str) -> None:
+        """The server said no: show why, and let the person try again."""
+        for widget in (self.user_entry, self.password_entry, self.buttons["login"]):
+            widget.configure(state="normal")
+        self.error_var.set(reason)
+        self.password_var.set("")
+        self.password_entry.focus_set()
+
+    def cancel(self) -> None:
+        if self.answered:
+            return
+        self.close()
+        self.on_cancel()
+
+    def answer(self, value=None) -> None:
+        """As the other dialogs: any answer but a login is Cancel."""
+        self.cancel()
+
+    def close(self) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        self.password_var.set("")
+        try:
+            self.grab_release()
+        except tk.TclError:
+            pass
+        self.destroy()
+
 
 class ConflictDialog(Dialog):
     """"NAME already exists": Skip / Keep both / (Overwrite) / Cancel, and apply to all.

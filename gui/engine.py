@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from common.client import (Changed, Client, Exists, NotFound, ProtocolError, RemoteError,
+from common.client import (CannotConnect, Changed, Client, Exists, NotFound, ProtocolError, RemoteError,
                            ServerBusy, ShelfError)
 from common.protocol import BUSY, VERSION, Channel, ConnectionLost, parse_greeting
 from gui.wording import plain_error
@@ -195,39 +195,46 @@ class LanePaused:
 
 # -- sessions a worker can be woken from ----------------------------------------------
 
+@dataclass(frozen=True)
+class Access:
+    """How to open a session with one server: plain or TLS, whom to trust, whom to log in as.
+
+    Made by the control session once the person answered the trust and login
+    questions, then shared (read only) by that server's transfer workers, so they
+    log in as the same user and accept the same certificate. The password lives
+    in this object, in memory, for this run only.
+    """
+
+    tls: bool = False
+    user: str | None = None
+    password: bytes | None = None
+    trust: object = None       # a common.trust.Trust (asks nobody for the workers)
+
+
 class Session(Client):
     """A ``Client`` whose socket exists before it connects, so the UI can shut it down.
 
     ``Client.__init__`` connects and reads the greeting in one call; a server
     that accepts but never greets (stopped, or not a Shelf server) would hold
     a worker there for the whole timeout, out of reach of Cancel. This opens
-    the socket itself, hands it to ``adopt`` first, then checks the greeting
-    exactly as ``Client`` does.
+    the socket itself, hands it to ``adopt`` first (for TLS, the TLS socket too
+    once its handshake is done), then checks the greeting exactly as ``Client``
+    does, then logs in when ``access`` names a user.
     """
 
-    def __init__(self, host: str, port: int, adopt, timeout: float = SESSION_TIMEOUT):
+    def __init__(self, host: str, port: int, adopt, timeout: float = SESSION_TIMEOUT,
+                 access: Access | None = None):
         self.host, self.port, self.timeout = host, port, timeout
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ServerUnreachable("cannot find the server %s: %s"
-                                    % (host, (exc.strerror or str(exc)).lower())) from None
-        last = None
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            adopt(sock)
-            sock.settimeout(timeout)
+        self._adopt_socket = adopt
+        access = access or Access()
+        if access.tls:
             try:
-                sock.connect(address)
-                break
-            except OSError as exc:
-                sock.close()
-                last = exc
+                sock = self._connect_tls(access.trust, None)
+            except CannotConnect as exc:
+                raise ServerUnreachable(str(exc)) from None
+            adopt(sock)
         else:
-            reason = "timed out" if isinstance(last, socket.timeout) else \
-                (getattr(last, "strerror", None) or str(last)).lower()
-            raise ServerUnreachable("cannot connect to %s:%d: %s" % (host, port, reason))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self._connect_tcp()
         self.channel = Channel(sock)
         try:
             greeting = self._read_line()
@@ -249,6 +256,46 @@ class Session(Client):
                                     % (host, port, greeting.split(" ")[1][:20], VERSION))
             raise ProtocolError("%s:%d is not a Shelf server" % (host, port))
         self.features = features
+        self.grant = None
+        if access.user is not None and access.password is not None:
+            try:
+                self.login(access.user, access.password)
+            except BaseException:
+                self.channel.close()
+                raise
+
+    @property
+    def needs_login(self) -> bool:
+        """The server serves nothing before a LOGIN (accounts, no anonymous grant)."""
+        return self.grant is None and "login" in self.features and \
+            "anonymous" not in self.features
+
+    def _connect_tcp(self) -> socket.socket:
+        """A connected TCP socket, handed to ``adopt`` before it connects (TLS asks
+        for one or two of these: see common.trust)."""
+        host, port, adopt, timeout = self.host, self.port, self._adopt_socket, self.timeout
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ServerUnreachable("cannot find the server %s: %s"
+                                    % (host, (exc.strerror or str(exc)).lower())) from None
+        last = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            adopt(sock)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+                break
+            except OSError as exc:
+                sock.close()
+                last = exc
+        else:
+            reason = "timed out" if isinstance(last, socket.timeout) else \
+                (getattr(last, "strerror", None) or str(last)).lower()
+            raise ServerUnreachable("cannot connect to %s:%d: %s" % (host, port, reason))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def discard(self) -> None:
         """Close without QUIT: the session may be out of step or its socket shut down."""
@@ -359,7 +406,7 @@ class Worker:
             reused = self.session is not None
             if not reused:
                 host, port = self.lane.address
-                self.session = Session(host, port, self._adopt)
+                self.session = Session(host, port, self._adopt, access=self.lane.access)
             try:
                 move(self.session, job, self._progress, cancelled)
             except ConnectionLost:
@@ -369,7 +416,7 @@ class Worker:
                     raise
                 self._drop_session()
                 host, port = self.lane.address
-                self.session = Session(host, port, self._adopt)
+                self.session = Session(host, port, self._adopt, access=self.lane.access)
                 move(self.session, job, self._progress, cancelled)
         except BaseException as exc:  # noqa: BLE001 - every outcome is one message
             self._failed(job, exc)
@@ -420,7 +467,7 @@ class Worker:
             if self.session is None or self.session.closed:
                 self._drop_session()
                 self.session = Session(host, port, lambda sock: self._adopt(sock, False),
-                                       timeout=DROP_WAIT)
+                                       timeout=DROP_WAIT, access=self.lane.access)
                 self.session.timeout = SESSION_TIMEOUT  # for the next file
             self.session.channel.sock.settimeout(DROP_WAIT)
             while True:
@@ -599,6 +646,7 @@ class Lane:
         self.workers: list[Worker] = []   # alive and taking jobs
         self.paused = False
         self.pause_reason = ""
+        self.access = Access()   # set by the app when the control session got in
 
     # -- worker thread --
 

@@ -78,6 +78,9 @@ def build_window(app) -> None:
     app.status_var = tk.StringVar(root, value="Not connected")
     status = ttk.Frame(outer)
     status.pack(side="bottom", fill="x", pady=(2, 0))
+    app.security_var = tk.StringVar(root, value="")  # "🔒 TLS" while the session is encrypted
+    app.security_label = ttk.Label(status, textvariable=app.security_var, anchor="e")
+    app.security_label.pack(side="right", padx=(8, 0))
     app.status_label = ttk.Label(status, textvariable=app.status_var, anchor="w")
     app.status_label.pack(side="left", fill="x", expand=True)
     app.tooltips = [Tooltip(app.status_label,
@@ -143,6 +146,8 @@ def build_window(app) -> None:
         tree.bind("<ButtonRelease-1>", lambda e: drag_end(app, e), add="+")
         tree.bind("<<TreeviewSelect>>", lambda e: app._update_actions(), add="+")
         tree.bind("<FocusIn>", lambda e, t=tree: _focus_a_row(t), add="+")
+    app.remote.tree.bind("<BackSpace>", lambda e: app.remote_up())
+    app.remote.tree.bind("<Alt-Up>", lambda e: app.remote_up())
     transfer_tree = app.transfer_list.tree
     transfer_tree.bind("<Shift-F10>", lambda e: transfer_menu(app))
     transfer_tree.bind("<Key-Menu>", lambda e: transfer_menu(app))
@@ -304,6 +309,8 @@ def enter(app, pane) -> str:
             app.settings_changed()
         elif rows:
             app.upload_selected()
+    elif len(rows) == 1 and rows[0].is_dir:
+        app.open_remote_folder(app.remote.path_of(rows[0]))
     elif rows:
         app.download_selected()
     return "break"
@@ -342,6 +349,8 @@ def context_menu(app, pane, event=None) -> str:
         menu.add_command(label="Up one folder", underline=3, command=app.local.go_up)
     else:
         menu.add_command(label="Download", underline=0, command=app.download_selected)
+        menu.add_command(label="Open", underline=0, command=lambda: enter(app, pane))
+        menu.add_command(label="Up one folder", underline=3, command=app.remote_up)
     menu.add_separator()
     menu.add_command(label="Select all", underline=7, command=pane.select_all)
     menu.add_command(label="Refresh", underline=0, command=app.refresh)

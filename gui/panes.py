@@ -328,12 +328,21 @@ def kind_of(mode: int) -> str:
 
 
 class RemotePane(BrowserPane):
-    """The library: rendered from listings a worker fetched. UI thread only."""
+    """The library: rendered from listings a worker fetched. UI thread only.
+
+    ``folder`` is the library folder shown (``"photos/2024"``; ``""`` is the
+    root): it changes only when that folder's listing arrives, so the rows,
+    the breadcrumbs and where uploads go always agree. ``on_open(folder)`` is
+    the app's request to show another folder (a breadcrumb was clicked)."""
 
     title = "Library"
 
     def __init__(self, master, icons, sort=("name", False)):
         self.filter_var = tk.StringVar(master)
+        self.folder = ""
+        self.server_name = ""
+        self.on_open = lambda folder: None
+        self.select_after: str | None = None  # a row to select once the listing arrives
         super().__init__(master, icons, sort)
         self.filter_var.trace_add("write", lambda *args: self.render())
         self.placeholder = ttk.Label(self.tree, text="Not connected", anchor="center")
@@ -343,13 +352,59 @@ class RemotePane(BrowserPane):
         self.filter_entry = ttk.Entry(header, textvariable=self.filter_var, width=16)
         self.filter_entry.pack(side="right")
         ttk.Label(header, text="Filter").pack(side="right", padx=(0, 4))
+        self.path_bar = ttk.Frame(self)
+        self.path_bar.pack(fill="x", pady=(4, 0))
+        self.crumbs: list[ttk.Button] = []
+        self._show_crumbs()
 
-    def show_entries(self, entries) -> None:
-        """The library root's entries (``common.client.Entry``): folders are shown (first,
-        with the folder icon and no size) but this version opens and moves files only."""
+    def _show_crumbs(self) -> None:
+        """The path bar: the server, then each folder down to this one; each opens it."""
+        for widget in self.path_bar.winfo_children():
+            widget.destroy()
+        self.crumbs = []
+        if not self.server_name:
+            ttk.Label(self.path_bar, text=" ").pack(side="left")
+            return
+        parts = self.folder.split("/") if self.folder else []
+        targets = [("", self.server_name)] + [("/".join(parts[:i + 1]), part)
+                                              for i, part in enumerate(parts)]
+        for index, (target, label) in enumerate(targets):
+            if index:
+                ttk.Label(self.path_bar, text="›").pack(side="left", padx=2)
+            button = ttk.Button(self.path_bar, text=label, style="Toolbutton", takefocus=False,
+                                command=lambda t=target: self.on_open(t))
+            button.pack(side="left")
+            self.crumbs.append(button)
+
+    def crumb_labels(self) -> list[str]:
+        return [str(button.cget("text")) for button in self.crumbs]
+
+    def path_of(self, row: Row) -> str:
+        """The row's path in the library (``folder/name``)."""
+        return self.folder + "/" + row.name if self.folder else row.name
+
+    def show_entries(self, entries, folder: str = "") -> None:
+        """The entries (``common.client.Entry``) of the library ``folder``: folders first,
+        with the folder icon and no size. Another folder starts with nothing selected
+        (or the folder just left, after going up)."""
+        same = folder == self.folder
+        self.folder = folder
         self.set_rows([Row(e.name, 0, e.mtime, True, "folder") if e.is_folder else
-                       Row(e.name, e.size, e.mtime, version=e.version) for e in entries])
-        self.set_placeholder(None if entries else "The library is empty: drop files here")
+                       Row(e.name, e.size, e.mtime, version=e.version) for e in entries],
+                      keep_selection=same)
+        self._show_crumbs()
+        if not entries:
+            self.set_placeholder("The library is empty: drop files here" if not folder else
+                                 "This folder is empty: drop files here")
+        else:
+            self.set_placeholder(None)
+        wanted, self.select_after = self.select_after, None
+        if wanted and wanted in self.rows:
+            self.select([wanted])
+        elif not same:
+            children = self.tree.get_children()
+            if children:
+                self.tree.focus(children[0])
 
     def set_placeholder(self, text: str | None) -> None:
         if text:
@@ -361,6 +416,9 @@ class RemotePane(BrowserPane):
     def clear(self, text: str = "Not connected") -> None:
         self.set_rows([])
         self.set_placeholder(text)
+        if text == "Not connected":
+            self.folder, self.server_name = "", ""
+        self._show_crumbs()
 
     def visible_rows(self) -> list[Row]:
         needle = self.filter_var.get().casefold()

@@ -1,8 +1,13 @@
-"""The control session: one worker thread that connects and lists for the UI.
+"""The control session: one worker thread that connects, logs in and lists for the UI.
 
 The Tk thread never waits on the network. It puts jobs on this worker's own
-queue (connect, list, check, disconnect, stop) and the worker answers with
-messages on the app's queue. Jobs run in order, over one shelfd session that is
+queue (connect, login, list, check, disconnect, stop) and the worker answers with
+messages on the app's queue. Two answers need a person: a TLS certificate no CA
+vouches for (``TrustQuestion``: the worker waits, inside the handshake, for the
+UI to put the answer on the question's own queue; Cancel and quitting wake it)
+and a server that wants a LOGIN (``LoginNeeded``: the worker keeps the greeted
+session and goes on with the next job, the ``login`` the dialog sends; the
+server's one-second delay on a wrong password is spent here, never in Tk). Jobs run in order, over one shelfd session that is
 reopened once when it was dropped (idle timeout, server restart). When idle it
 says NOOP every ``HEARTBEAT`` seconds, so a server that died or froze shows as
 lost instead of "Connected". ``abort()`` (any thread) shuts the socket down, so
@@ -16,8 +21,9 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from common.client import ConnectionLost, RemoteError, ShelfError
-from gui.engine import Session
+from common.client import ConnectionLost, LoginRefused, RemoteError, ShelfError
+from common.trust import KnownServers, Trust, TrustRefused
+from gui.engine import Access, Session
 from gui.wording import plain_error
 
 log = logging.getLogger("shelf.gui")
@@ -26,15 +32,51 @@ CONNECT_TIMEOUT = 5.0   # a port that does not greet like shelfd within this is 
 HEARTBEAT = 10.0
 
 
+ANSWER_POLL = 0.2       # how often a worker waiting for a person checks for Cancel
+
+
 @dataclass(frozen=True)
 class Connected:
     host: str
     port: int
+    access: Access = Access()    # TLS, trust and user, for the transfer workers
+    permissions: str | None = None  # the grant's letters after a LOGIN (None: anonymous)
 
 
 @dataclass(frozen=True)
 class Listed:
     entries: list
+    folder: str = ""             # the library folder listed ("" is the root)
+
+
+@dataclass(frozen=True)
+class LoginNeeded:
+    """The server wants a user and password (again, with the server's ``error``)."""
+    host: str
+    port: int
+    user: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TrustQuestion:
+    """First contact with a certificate no CA vouches for: the UI answers True or False
+    on ``answers`` (a queue the worker waits on)."""
+    host: str
+    port: int
+    fingerprint: str
+    reason: str
+    answers: queue.Queue
+
+
+@dataclass(frozen=True)
+class TrustChanged:
+    """A pinned server shows another certificate: refused; the UI warns."""
+    host: str
+    port: int
+    pinned: str
+    seen: str
+    known_servers: str
 
 
 @dataclass(frozen=True)
@@ -57,6 +99,8 @@ class RemoteWorker:
         self.jobs: queue.Queue = queue.Queue()
         self.client: Session | None = None
         self.address: tuple[str, int] | None = None
+        self.access = Access()
+        self.known_servers = None   # a KnownServers path for tests; None: the user's
         self._sock = None
         self._sock_lock = threading.Lock()
         self._aborted = False
@@ -65,13 +109,19 @@ class RemoteWorker:
 
     # -- any thread ------------------------------------------------------------
 
-    def request_connect(self, host: str, port: int) -> None:
+    def request_connect(self, host: str, port: int, tls: bool = False,
+                        user: str | None = None) -> None:
         with self._sock_lock:
             self._aborted = False  # a Cancel from now on is meant for this connect
-        self.jobs.put(("connect", host, port))
+        self.jobs.put(("connect", host, port, tls, user))
 
-    def request_list(self) -> None:
-        self.jobs.put(("list",))
+    def request_login(self, user: str, password: bytes) -> None:
+        with self._sock_lock:
+            self._aborted = False
+        self.jobs.put(("login", user, password))
+
+    def request_list(self, folder: str = "") -> None:
+        self.jobs.put(("list", folder))
 
     def request_disconnect(self) -> None:
         self.jobs.put(("disconnect",))
@@ -104,8 +154,25 @@ class RemoteWorker:
                 except OSError:
                     pass
 
+    def _aborted_now(self) -> bool:
+        with self._sock_lock:
+            return self._aborted
+
+    def _ask_trust(self, trust: Trust, fingerprint: str) -> bool:
+        """Trust's question, asked from this worker: the UI answers. Worker thread."""
+        answers: queue.Queue = queue.Queue()
+        host, port = self.address
+        self.post(TrustQuestion(host, port, fingerprint, trust.unverified_reason, answers))
+        while True:
+            try:
+                return bool(answers.get(timeout=ANSWER_POLL))
+            except queue.Empty:
+                if self._aborted_now():
+                    return False
+
     def _open(self, timeout: float = CONTROL_TIMEOUT) -> Session:
-        session = Session(self.address[0], self.address[1], self._adopt, timeout=timeout)
+        session = Session(self.address[0], self.address[1], self._adopt, timeout=timeout,
+                          access=self.access)
         session.channel.sock.settimeout(CONTROL_TIMEOUT)
         session.timeout = CONTROL_TIMEOUT
         return session
@@ -142,18 +209,69 @@ class RemoteWorker:
         if client is not None:
             client.close()
 
-    def _do_connect(self, host: str, port: int) -> None:
+    def _do_connect(self, host: str, port: int, tls: bool = False,
+                    user: str | None = None) -> None:
         self._close()
         self.address = (host, port)
+        trust = None
+        if tls:
+            trust = Trust(KnownServers(self.known_servers))
+            trust.ask = lambda seen: self._ask_trust(trust, seen)
+        self.access = Access(tls, None, None, trust)
         try:
             self.client = self._open(CONNECT_TIMEOUT)
+        except TrustRefused as exc:
+            self.address = None
+            if exc.changed:
+                known = trust.known
+                self.post(TrustChanged(host, port, known.lookup(host, port) or "",
+                                       exc.fingerprint or "", known.path))
+            self.post(RemoteFailed("cancelled" if self._aborted_now() else
+                                   plain_error(str(exc)), False))
+            return
         except ShelfError as exc:
             self.address = None
-            with self._sock_lock:
-                aborted = self._aborted
-            self.post(RemoteFailed("cancelled" if aborted else plain_error(str(exc)), False))
+            self.post(RemoteFailed("cancelled" if self._aborted_now() else
+                                   plain_error(str(exc)), False))
             return
-        self.post(Connected(host, port))
+        if tls:  # decided: the workers never ask, they find the pin in known_servers
+            self.access = Access(True, None, None, Trust(trust.known))
+        if user is not None or self.client.needs_login:
+            self.post(LoginNeeded(host, port, user or ""))
+            return
+        self.post(Connected(host, port, self.access))
+        self._do_list()
+
+    def _do_login(self, user: str, password: bytes) -> None:
+        """LOGIN on the greeted session (a new one if the server closed it: it does
+        at the third wrong password). A refusal asks again; success is Connected."""
+        if self.address is None:
+            return
+        host, port = self.address
+        try:
+            if self.client is None or self.client.closed:
+                self._close()
+                self.client = self._open()
+            grant = self.client.login(user, password)
+        except (LoginRefused, ConnectionLost) as exc:
+            self._close()  # a new session for the next try
+            if self._aborted_now():
+                self.address = None
+                self.post(RemoteFailed("cancelled", False))
+                return
+            reason = str(exc).removeprefix("login as %s refused by %s:%d: " % (user, host, port))
+            if isinstance(exc, ConnectionLost):
+                reason = "the server closed the connection; try again"
+            self.post(LoginNeeded(host, port, user, plain_error(reason)))
+            return
+        except ShelfError as exc:
+            self._close()
+            self.address = None
+            self.post(RemoteFailed("cancelled" if self._aborted_now() else
+                                   plain_error(str(exc)), False))
+            return
+        self.access = Access(self.access.tls, user, password, self.access.trust)
+        self.post(Connected(host, port, self.access, grant.permissions))
         self._do_list()
 
     def _do_check(self) -> None:
@@ -178,19 +296,19 @@ class RemoteWorker:
             self.post(RemoteFailed("lost the connection to the server (%s)"
                                    % plain_error(str(exc)), False))
 
-    def _do_list(self) -> None:
+    def _do_list(self, folder: str = "") -> None:
         if self.address is None:
             self.post(RemoteFailed("not connected", False))
             return
         try:
             if self.client is None:
                 self.client = self._open()
-            entries = self.client.list()
+            entries = self.client.list(folder)
         except ConnectionLost:
             self._close()  # dropped (idle timeout, restart): one more try on a new session
             try:
                 self.client = self._open()
-                entries = self.client.list()
+                entries = self.client.list(folder)
             except ShelfError as exc:
                 self._close()
                 self.address = None
@@ -205,7 +323,7 @@ class RemoteWorker:
             self.address = None
             self.post(RemoteFailed(plain_error(str(exc)), False))
             return
-        self.post(Listed(entries))
+        self.post(Listed(entries, folder))
 
     def _do_disconnect(self) -> None:
         self._close()

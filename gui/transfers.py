@@ -55,6 +55,11 @@ class TransferEngine:
             lane = self.lanes[address] = Lane(address, self.post, self.max_parallel)
         return lane
 
+    def set_access(self, address: tuple, access) -> None:
+        """How that server's workers open sessions from now on (``gui.engine.Access``:
+        TLS, trust, login), once the control session got in. UI thread only."""
+        self.lane(address).access = access
+
     def add_batch(self, direction: str, address: tuple, items, folder: str = "") -> Batch:
         """Queue ``items`` (dicts: name, path, size, and mtime/overwrite/resume/version)
         as one batch."""
