@@ -44,6 +44,9 @@ DEFAULT_TIMEOUT = 30.0
 # stall. A server hashing slower than this (a slow disk, a small board) on top
 # of the usual timeout is taken for stalled.
 HASH_RATE_FLOOR = 16 << 20  # bytes a second
+# A Shelf server greets at once (or says BUSY); silence this long on a plain
+# connection is most likely a TLS server waiting for a handshake.
+GREETING_WAIT = 10.0
 
 Progress = Callable[[int], None]
 Cancel = Callable[[], bool]
@@ -178,11 +181,22 @@ class Client:
         else:
             sock = self._connect_tcp()
         self.channel = Channel(sock)
+        if not tls:  # a TLS server says nothing until a handshake: do not wait it out
+            sock.settimeout(min(timeout, GREETING_WAIT))
         try:
             greeting = self._read_line()
+        except ConnectionLost as exc:
+            self.channel.close()
+            if not tls and "timed out" in str(exc):
+                raise CannotConnect(
+                    "%s:%d sent no greeting within %g s; if it is a TLS server, use "
+                    "shelfs://%s:%d" % (host, port, min(timeout, GREETING_WAIT), host, port)
+                ) from None
+            raise
         except BaseException:
             self.channel.close()
             raise
+        sock.settimeout(timeout)
         if greeting == BUSY:
             self.close()
             raise ServerBusy("server %s:%d is busy: too many sessions, try again later"

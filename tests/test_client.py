@@ -86,8 +86,16 @@ def test_a_silent_server_times_out():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        with pytest.raises(ConnectionLost, match="timed out"):
+        with pytest.raises(CannotConnect, match="sent no greeting within 0.5 s"):
             Client("127.0.0.1", server.getsockname()[1], timeout=0.5)
+
+
+def test_a_plain_client_at_a_tls_server_is_told_to_use_shelfs(daemon_factory, library,
+                                                              tmp_path):
+    daemon = daemon_factory(library, "--tls", "--state-dir", str(tmp_path / "state"))
+    with pytest.raises(CannotConnect, match="if it is a TLS server, use shelfs://127.0.0.1:%d"
+                       % daemon.port):
+        Client("127.0.0.1", daemon.port, timeout=1.0)
 
 
 def test_cancelled_download_raises_and_closes(shelfd, library):
