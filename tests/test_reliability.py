@@ -454,10 +454,15 @@ def test_defaults_listen_on_loopback_and_warn_about_exposure(daemon_factory, tmp
     daemon = daemon_factory(root)
     assert "listening on 127.0.0.1:" in daemon.log()
     exposed = daemon_factory(root, "--host", "0.0.0.0")
-    wait_for(lambda: "anyone who can reach this port can write" in exposed.log(),
+    wait_for(lambda: "anyone who can reach this port can change" in exposed.log(),
              what="the exposure warning")
     if os.geteuid() == 0:
         assert "running as root" in exposed.log()
+    reading = daemon_factory(root, "--host", "0.0.0.0", "--anonymous", "r", "--prefork", "0")
+    with reading.connect() as conn:  # the master logs this after all it says at start
+        assert conn.request("NOOP") == "OK"
+    wait_for(lambda: "session started" in reading.log(), what="the first session's line")
+    assert "can change" not in reading.log()  # anonymous clients may only read
 
 
 def test_temporaries_and_pidfile_have_safe_modes(daemon_factory, tmp_path):
