@@ -1,4 +1,4 @@
-"""Entry point of the desktop client: ``shelf [--host H] [--port P]``.
+"""Entry point of the desktop client: ``shelf [--server URL | --host H --port P]``.
 
 Creates the Tk root (with tkdnd for drops from the file manager when its
 library loads), the app, and runs the event loop on the main thread. A
@@ -28,11 +28,22 @@ def make_root():
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shelf", description="The Shelf desktop client.")
+    parser.add_argument("--server", metavar="URL",
+                        help="connect at start to shelf://[USER@]HOST[:PORT] or shelfs://...")
     parser.add_argument("--host", help="connect to this server at start")
     parser.add_argument("--port", type=int, default=None, help="its port (default 8021)")
     parser.add_argument("--theme", choices=("light", "dark"), help="override the system theme")
     parser.add_argument("--version", action="version", version="shelf %s" % __version__)
     args = parser.parse_args(argv)
+    server = None
+    if args.server:
+        if args.host or args.port:
+            parser.error("give --server or --host/--port, not both")
+        from gui.connection import parse_url
+        try:
+            server = parse_url(args.server)
+        except ValueError as exc:
+            parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="shelf: %(message)s")
     try:
         import tkinter as tk
@@ -49,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from gui.app import ShelfApp
     try:
         app = ShelfApp(root, host=args.host, port=args.port, theme=args.theme)
+        if server is not None:
+            app.connect(server.host, server.port, server.tls, server.user)
     except Exception as exc:  # noqa: BLE001 - one friendly line instead of a traceback
         from gui.desktop import write_crash_log
         import traceback

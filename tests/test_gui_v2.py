@@ -294,3 +294,34 @@ def test_refusing_a_fingerprint_connects_nowhere_and_remembers_nothing(make_app,
     pump(app, lambda: not app.connecting, what="the refusal")
     assert not app.connected and "not accepted" in app.status_var.get()
     assert known_servers(config_home) == ""
+
+
+def test_the_command_line_names_a_server_as_a_url(shelfd, tmp_path):
+    """``shelf --server shelf://HOST:PORT`` connects at start (INTERFACE.md)."""
+    import os
+    import signal
+    from helpers import wait_for
+    env = dict(python_env(), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_STATE_HOME=str(tmp_path / "state"))
+    bad = subprocess.run([sys.executable, "-m", "gui", "--server", "ftp://x"], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert bad.returncode == 2 and "shelf://HOST[:PORT]" in bad.stderr
+    both = subprocess.run([sys.executable, "-m", "gui", "--server", "shelf://x", "--host", "y"],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert both.returncode == 2 and "not both" in both.stderr
+    before = shelfd.log().count("session started")
+    gui = subprocess.Popen([sys.executable, "-m", "gui", "--server",
+                            "shelf://127.0.0.1:%d" % shelfd.port], env=env, cwd=str(ROOT),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: shelfd.log().count("session started") > before, timeout=30,
+                 what="the window to connect")
+        wait_for(lambda: " LIST " in shelfd.log(), timeout=30, what="the window's listing")
+    finally:
+        gui.send_signal(signal.SIGINT)  # closes the quiet way
+        try:
+            gui.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(gui.pid, signal.SIGKILL)
+            gui.wait(10)
