@@ -46,7 +46,11 @@ log = logging.getLogger("shelf.gui")
 MAX_PARALLEL = 3
 STALL_SECONDS = 3.0     # no progress for this long: the row says "stalled"
 SESSION_TIMEOUT = 30.0  # a socket wait with no progress at all fails after this
-DROP_WAIT = 1.0         # seconds spent dropping what a stopped upload left on the server
+# Seconds spent dropping what a stopped upload left on the server. The server lets
+# go of a broken upload once it has flushed the bytes it kept (an fsync of what may be
+# gigabytes of dirty pages): on a busy machine that takes seconds. The worker waits
+# here after the job's final message, so nobody waits on it but the next file.
+DROP_WAIT = 20.0
 PART_SUFFIX = ".shelf-part"
 
 UPLOAD = "upload"
@@ -470,6 +474,7 @@ class Worker:
                                        timeout=DROP_WAIT, access=self.lane.access)
                 self.session.timeout = SESSION_TIMEOUT  # for the next file
             self.session.channel.sock.settimeout(DROP_WAIT)
+            pause = 0.02
             while True:
                 try:
                     self.session.abort_upload(token)
@@ -480,7 +485,8 @@ class Worker:
                         log.info("the server still holds the stopped upload of %s", name)
                         self.session.channel.sock.settimeout(SESSION_TIMEOUT)
                         return
-                    time.sleep(0.02)
+                    time.sleep(pause)  # the server is flushing: ask again, less often
+                    pause = min(0.5, pause * 2)
         except ShelfError as exc:
             log.info("cannot drop the stopped upload of %s: %s", name, exc)
             self._drop_session()
