@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 from dataclasses import fields, replace
@@ -105,7 +106,21 @@ def run(args, argv: list[str]) -> int:
     if settings.daemon or args.detached_fds:
         service.configure_logging(settings, to_stderr=False)
 
-    # One listener today; an FTP front would be another (socket, handler) pair.
+    ftp = {"pid": None, "address": None}
+    if settings.ftp_port is not None:  # an FTP master of its own: pyftpdlib stays out of ours
+        from daemon import ftp as ftp_front
+        ftp_listener = listen(replace(settings, port=settings.ftp_port))
+        ftp["address"] = ftp_listener.getsockname()[:2]
+        ftp["pid"] = ftp_front.start_master(settings, library, ftp_listener, [listener])
+        ftp_listener.close()
+
+    def stop_ftp():
+        if ftp["pid"] is not None:
+            try:
+                os.kill(ftp["pid"], signal.SIGTERM)  # reaped with the sessions
+            except ProcessLookupError:
+                pass
+
     server = Server([(listener, handler)], settings)
     state = {"settings": settings}
 
@@ -121,6 +136,8 @@ def run(args, argv: list[str]) -> int:
         if settings.tls:
             log.info("tls certificate %s", handler.fingerprint)
         log.info("listening on %s:%d%s", host, port, " (tls)" if settings.tls else "")
+        if ftp["address"] is not None:
+            log.info("ftp listening on %s:%d", *ftp["address"])
         log.info("serving %s%s (max %d sessions, %d per address, idle timeout %g s)",
                  settings.root, " read-only" if settings.read_only else "",
                  settings.max_clients, settings.max_per_ip, settings.idle_timeout)
@@ -156,7 +173,7 @@ def run(args, argv: list[str]) -> int:
     server.cleanup = cleanup
     server.on_ready = on_ready
     server.on_reload = on_reload
-    server.on_stopping = lambda: service.sd_notify("STOPPING=1")
+    server.on_stopping = lambda: (stop_ftp(), service.sd_notify("STOPPING=1"))
     try:
         server.serve_forever()
     finally:

@@ -66,6 +66,8 @@ class Settings:
     proxy_protocol: str | None = None  # addresses allowed to send a PROXY v2 header
     trash_days: float = 30.0        # how long deleted files stay restorable (0: no trash)
     keep_uploads_hours: float = 24.0  # how long a broken upload's bytes wait for RESUME
+    ftp_port: int | None = None     # the FTP front (daemon/ftp.py) listens here; None: off
+    ftp_passive_ports: tuple | None = None  # (low, high) for PASV/EPSV; None: any port
 
 
 def parse_size(text: str) -> int:
@@ -147,6 +149,11 @@ def _proxies(text: str) -> str:
     return parse_trusted(text)
 
 
+def _passive_ports(text: str) -> tuple:
+    from daemon.ftp import parse_passive_ports  # no pyftpdlib in there
+    return parse_passive_ports(text)
+
+
 def _level(text: str) -> str:
     if text.lower() not in LOG_LEVELS:
         raise ValueError("must be one of %s" % ", ".join(LOG_LEVELS))
@@ -159,7 +166,7 @@ CONVERTERS = {
     "read_only": parse_bool, "log_file": str, "log_level": _level, "grace": _seconds,
     "no_fsync": parse_bool, "prefork": _count, "anonymous": _permissions,
     "users": str, "tls": parse_bool, "tls_cert": str, "tls_key": str, "state_dir": str,
-    "proxy_protocol": _proxies,
+    "proxy_protocol": _proxies, "ftp_port": _port, "ftp_passive_ports": _passive_ports,
     "trash_days": _retention(36500), "keep_uploads_hours": _retention(24 * 365),
 }
 
@@ -211,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="balancers (addresses or networks) whose connections start with a PROXY "
              "protocol v2 header naming the real client; required from them, never "
              "accepted from anyone else")
+    add("--ftp-port", type=typed("ftp_port"), metavar="PORT",
+        help="also serve FTP on this port (0 picks a free one): the same library and "
+             "accounts, anonymous as user 'anonymous' (default: off)")
+    add("--ftp-passive-ports", type=typed("ftp_passive_ports"), metavar="LOW-HIGH",
+        help="ports for FTP passive data connections (PASV, EPSV); default any free port")
     add("--users", metavar="FILE",
         help="the accounts file (made with 'shelfd user add NAME --users FILE'); LOGIN is "
              "then served and --anonymous defaults to none. Re-read on SIGHUP")

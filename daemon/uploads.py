@@ -136,6 +136,12 @@ class Upload:
         if not self._settled:
             self.abort()
 
+    def open_ended(self) -> None:
+        """Streaming (FTP, which announces no size): ``commit`` stores whatever was
+        written. Such an upload is never kept for RESUME (its record says the size
+        at begin, 0), so the caller aborts it on any failure."""
+        self.size = None
+
     def _data_fd(self) -> int:
         if self._fd < 0:
             raise IOFailure("the upload is closed")
@@ -180,7 +186,7 @@ class Upload:
             if self._failure is not None:
                 raise self._failure
             fd = self._data_fd()
-            if os.fstat(fd).st_size != self.size:
+            if self.size is not None and os.fstat(fd).st_size != self.size:
                 raise IOFailure("upload incomplete")
             os.fchmod(fd, FILE_MODE)
             self.store._stamp(fd)
