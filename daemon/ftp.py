@@ -64,12 +64,21 @@ def parse_passive_ports(text: str) -> tuple[int, int]:
 
 def start_master(settings, library: Library, listener: socket.socket,
                  close_in_child: list) -> int:
-    """Fork the FTP master on ``listener``; its pid. The child never returns."""
+    """Fork the FTP master on ``listener``; its pid. The child never returns.
+
+    The FTP master dies with shelfd's master (PR_SET_PDEATHSIG), as the ready
+    processes do: an orphan would keep the FTP port, and a new shelfd could
+    not start on it.
+    """
+    master = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     status = 1
     try:
+        from daemon.pool import PR_SET_PDEATHSIG, _prctl
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         for sock in close_in_child:
             try:
                 sock.close()
@@ -79,6 +88,8 @@ def start_master(settings, library: Library, listener: socket.socket,
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _exit_on_signal)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if os.getppid() != master:  # it died before we asked
+            raise SystemExit(0)
         serve(settings, library, listener)
         status = 0
     except SystemExit:

@@ -540,9 +540,11 @@ class Store:
             raise
         try:
             os.unlink(src, dir_fd=src_fd)
-        except FileNotFoundError:  # moved or deleted meanwhile: that request won
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            # Moved or deleted meanwhile (and perhaps a folder made at its name):
+            # that request won, and our second name of the file goes.
             _unlink_if_same(dst_fd, dst, before)
-            raise
+            raise FileNotFoundError(errno.ENOENT, "moved or deleted meanwhile") from None
 
     def remove_leftovers(self) -> list[Segments]:
         """At start: what crashes left behind and nobody holds (another shelfd may run).

@@ -184,6 +184,27 @@ def test_the_ftp_master_stops_with_shelfd(tmp_path):
         ftplib.FTP(timeout=2).connect("127.0.0.1", port)
 
 
+def test_the_ftp_master_leaves_with_a_killed_shelfd(tmp_path):
+    """A master killed with SIGKILL takes the FTP master with it: the port is free again."""
+    import signal
+    from helpers import wait_for
+    daemon = Daemon(tmp_path / "lib", *ALL, "--ftp-port", "0")
+    port = daemon.ftp_port = ftp_port(daemon)
+    with login(daemon) as client:  # serving, and the session over
+        assert client.pwd() == "/"
+    daemon.stop(signal.SIGKILL)
+
+    def port_free() -> bool:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+    wait_for(port_free, what="the FTP port to be free")
+
+
 def test_passive_ports_stay_in_the_range(tmp_path):
     daemon = Daemon(tmp_path / "lib", *ALL, "--ftp-port", "0",
                     "--ftp-passive-ports", "41200-41209")
