@@ -162,7 +162,7 @@ def run(args, argv: list[str]) -> int:
     def cleanup():  # in a child of its own (see Server._start_cleanup)
         current = state["settings"]
         store = library.store
-        store.remove_leftovers()  # what a crashed upload or an older shelfd left
+        store.remove_temporaries()  # an older shelfd's; the expiries take the orphans
         trashed = store.expire_trash(current.trash_days * 86400)
         kept = store.expire_uploads(current.keep_uploads_hours * 3600)
         if trashed or kept:

@@ -549,11 +549,22 @@ class Store:
     def remove_leftovers(self) -> list[Segments]:
         """At start: what crashes left behind and nobody holds (another shelfd may run).
 
-        Half-made kept uploads and trash entries (ORPHAN_AGE old), the hash
-        cache's temporaries, and shelfd 1's upload temporaries at the root.
-        Kept uploads and trashed files wait for their expiry. No tree walk:
-        nothing of ours lives in a user's folder. Paths are from the root.
+        Half-made kept uploads and trash entries (ORPHAN_AGE old), and what
+        ``remove_temporaries`` removes. Kept uploads and trashed files wait for
+        their expiry. No tree walk: nothing of ours lives in a user's folder.
+        Paths are from the root.
         """
+        removed = self.remove_temporaries()
+        for module in (_uploads, _trash):
+            try:
+                removed += module.remove_orphans(self)
+            except StoreError:
+                pass  # a working folder that is not one: every request says so
+        return removed
+
+    def remove_temporaries(self) -> list[Segments]:
+        """The hash cache's temporaries and shelfd 1's upload temporaries at the root
+        that nobody holds (``expire_uploads`` and ``expire_trash`` see to the rest)."""
         removed: list[Segments] = []
         for folder_path, pattern in (((), _OLD_TEMP_NAME), ((CACHE_FOLDER,), _TEMP_NAME)):
             try:
@@ -570,11 +581,6 @@ class Store:
                 pass
             finally:
                 os.close(fd)
-        for module in (_uploads, _trash):
-            try:
-                removed += module.remove_orphans(self)
-            except StoreError:
-                pass  # a working folder that is not one: every request says so
         return removed
 
     # -- kept uploads (daemon/uploads.py) and the trash (daemon/trash.py) -----------------
